@@ -243,6 +243,20 @@ def update_is_valid(event: EventData) -> str | None:
     return problem
 
 
+@guard("M1", TransitionNotAllowed)
+def update_in_flight(event: EventData) -> str | None:
+    """A reply to an update comes only while an update is in flight."""
+    return None if _session(event).updating is not None else "no update is in flight"
+
+
+@guard("M4", TransitionNotAllowed)
+def no_update_in_flight(event: EventData) -> str | None:
+    """One update at a time: the driver queues the next until the reply to this one."""
+    if _session(event).updating is None:
+        return None
+    return "another update is in flight; send the next after its reply"
+
+
 @guard("M2", ArgumentTypeError)
 def reply_is_participant(event: EventData) -> str | None:
     """A backend reply that carries a participant carries a ``Participant``."""
@@ -367,10 +381,11 @@ SESSION_TABLE: Final[Mapping[SessionState, tuple[On, ...]]] = {
     S.OPEN: (
         On("open", guards=(same_identity,), effect=Effect.RETURN_PARTICIPANT, rule="R5"),
         On("update", when=(nothing_to_change,), rule="R10"),
-        On("update", guards=(update_is_valid,), do=(begin_update,), effect=Effect.SEND_UPDATE,
+        On("update", guards=(no_update_in_flight, update_is_valid), do=(begin_update,),
+           effect=Effect.SEND_UPDATE, rule="R10"),
+        On("updated", guards=(update_in_flight, reply_is_participant), do=(apply_update,),
            rule="R10"),
-        On("updated", guards=(reply_is_participant,), do=(apply_update,), rule="R10"),
-        On("update_failed", do=(forget_update,), rule="R13"),
+        On("update_failed", guards=(update_in_flight,), do=(forget_update,), rule="R13"),
         On("close", S.CLOSING, effect=Effect.SEND_CLOSE, rule="R11"),
         On("connection_lost", rule="R14"),
         On("lost", S.CLOSED, do=(forget_session,), rule="R14"),
@@ -378,12 +393,13 @@ SESSION_TABLE: Final[Mapping[SessionState, tuple[On, ...]]] = {
     S.GHOST: (
         On("open", guards=(same_identity,), effect=Effect.RETURN_PARTICIPANT, rule="R5 R6"),
         On("update", when=(nothing_to_change,), rule="R10"),
-        On("update", guards=(update_is_valid,), do=(begin_update,), effect=Effect.SEND_UPDATE,
-           rule="R10"),
+        On("update", guards=(no_update_in_flight, update_is_valid), do=(begin_update,),
+           effect=Effect.SEND_UPDATE, rule="R10"),
         On("updated", S.OPEN, when=(update_names_ghost,), guards=(reply_is_participant,),
            do=(apply_update,), rule="R7"),
-        On("updated", guards=(reply_is_participant,), do=(apply_update,), rule="R10"),
-        On("update_failed", do=(forget_update,), rule="R13"),
+        On("updated", guards=(update_in_flight, reply_is_participant), do=(apply_update,),
+           rule="R10"),
+        On("update_failed", guards=(update_in_flight,), do=(forget_update,), rule="R13"),
         On("close", S.CLOSING, effect=Effect.SEND_CLOSE, rule="R11"),
         On("connection_lost", rule="R14"),
         On("lost", S.CLOSED, do=(forget_session,), rule="R14"),
