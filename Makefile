@@ -33,7 +33,7 @@ demo: $(STAMP)
 	$(BIN)/fsm-session demo
 
 diagrams: $(STAMP)
-	$(BIN)/python -m fsm_session.diagrams_build
+	$(BIN)/python -m fsm_session.diagrams
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/core.py

@@ -28,6 +28,7 @@ __all__ = [
     "SessionConnectionError",
     "SessionError",
     "SessionNotOpen",
+    "SessionSwitched",
     "TokenError",
     "TokenExpired",
     "TransitionNotAllowed",
@@ -162,6 +163,13 @@ class ConnectionLost(SessionConnectionError):
     """The connection dropped while a request was waiting for its reply."""
 
     code = "connection_lost"
+
+
+class SessionSwitched(SessionError):
+    """The same external ID opened a session on another connection, which took it over (R17)."""
+
+    code = "switched"
+    default_rule = "R17"
 
 
 class RequestAborted(SessionError):

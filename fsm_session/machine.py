@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final, NamedTuple, cast
 
@@ -220,6 +221,13 @@ def remembered_external_id_matches_token(event: EventData) -> str | None:
     return _external_id_problem(core.identity, core.token_external_id)
 
 
+@guard("R2", InvalidParticipantInfo)
+def info_is_valid_if_given(event: EventData) -> str | None:
+    """``open(info)`` while opening or open still needs a valid info; ``open()`` needs none."""
+    info = event.kwargs["info"]
+    return None if info is MISSING else info_problem(info)
+
+
 @guard("R5", SessionAlreadyOpen)
 def same_identity(event: EventData) -> str | None:
     """``open(info)`` on a session opening or open names the same info, or none (rule R5)."""
@@ -332,8 +340,13 @@ def forget_session(event: EventData) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-class On(NamedTuple):
-    """One row of a table: what happens on ``trigger`` in the state whose row this is."""
+@dataclass(frozen=True, slots=True, eq=False)
+class On:
+    """One row of a table: what happens on ``trigger`` in the state whose row this is.
+
+    Rows compare by identity: two states may hold rows that read alike, and ``core.last``
+    must name the one that was taken.
+    """
 
     trigger: str
     dest: Enum | None = None
@@ -369,7 +382,8 @@ SESSION_TABLE: Final[Mapping[SessionState, tuple[On, ...]]] = {
         On("lost", rule="R14"),
     ),
     S.OPENING: (
-        On("open", guards=(same_identity,), effect=Effect.JOIN_OPEN, rule="R5"),
+        On("open", guards=(info_is_valid_if_given, same_identity), effect=Effect.JOIN_OPEN,
+           rule="R5"),
         On("opened", S.OPEN, when=(opening_named,), guards=(reply_is_participant,),
            do=(become_open,), rule="R4"),
         On("opened", S.GHOST, guards=(reply_is_participant,), do=(become_ghost,), rule="R6"),
@@ -379,7 +393,8 @@ SESSION_TABLE: Final[Mapping[SessionState, tuple[On, ...]]] = {
         On("lost", S.CLOSED, do=(forget_opening,), rule="R14"),
     ),
     S.OPEN: (
-        On("open", guards=(same_identity,), effect=Effect.RETURN_PARTICIPANT, rule="R5"),
+        On("open", guards=(info_is_valid_if_given, same_identity), effect=Effect.RETURN_PARTICIPANT,
+           rule="R5"),
         On("update", when=(nothing_to_change,), rule="R10"),
         On("update", guards=(no_update_in_flight, update_is_valid), do=(begin_update,),
            effect=Effect.SEND_UPDATE, rule="R10"),
@@ -391,7 +406,8 @@ SESSION_TABLE: Final[Mapping[SessionState, tuple[On, ...]]] = {
         On("lost", S.CLOSED, do=(forget_session,), rule="R14"),
     ),
     S.GHOST: (
-        On("open", guards=(same_identity,), effect=Effect.RETURN_PARTICIPANT, rule="R5 R6"),
+        On("open", guards=(info_is_valid_if_given, same_identity), effect=Effect.RETURN_PARTICIPANT,
+           rule="R5 R6"),
         On("update", when=(nothing_to_change,), rule="R10"),
         On("update", guards=(no_update_in_flight, update_is_valid), do=(begin_update,),
            effect=Effect.SEND_UPDATE, rule="R10"),

@@ -11,10 +11,23 @@ reply should carry and, when it could be read, the ``request_id`` it should name
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, fields
+from enum import Enum
 from typing import Any, ClassVar, Final
 
-from fsm_session.errors import LocalProtocolError, RemoteProtocolError
+from fsm_session.errors import (
+    BackendError,
+    ExternalIdMismatch,
+    InvalidParticipantInfo,
+    InvalidToken,
+    LocalProtocolError,
+    RemoteProtocolError,
+    SessionAlreadyOpen,
+    SessionError,
+    SessionNotOpen,
+    TokenExpired,
+)
 from fsm_session.models import Participant, ParticipantInfo
 
 __all__ = [
@@ -42,6 +55,7 @@ __all__ = [
     "decode_reply",
     "decode_request",
     "encode",
+    "error_from_reply",
 ]
 
 PROTOCOL_VERSION: Final = 1
@@ -236,16 +250,36 @@ def encode(message: Message) -> str:
     for name in names:
         frame[name] = _value_json(getattr(message, name))
     try:
-        return json.dumps(frame, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        text = json.dumps(frame, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise LocalProtocolError(f"cannot encode {message.TYPE!r}: {exc}") from None
+    # A WebSocket text frame is UTF-8: a lone surrogate could not be sent, and the peer refuses
+    # frames over the limit (P2). Both are our mistakes, caught before anything is written.
+    size = _utf8_size(text)
+    if size is None:
+        raise LocalProtocolError(f"cannot encode {message.TYPE!r}: a string holds a lone surrogate")
+    if size > MAX_FRAME_BYTES:
+        raise LocalProtocolError(
+            f"cannot encode {message.TYPE!r}: {size} bytes exceed the {MAX_FRAME_BYTES}-byte limit"
+        )
+    return text
 
 
 # Decoding.
 
 
+def _utf8_size(text: str) -> int | None:
+    """The size of ``text`` in UTF-8, or ``None`` when it holds a lone surrogate."""
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        return None
+
+
 def _fail(code: str, reason: str, request_id: int | None = None) -> RemoteProtocolError:
-    error = RemoteProtocolError(reason, rule="P2", code=code)
+    # Request IDs are rule P3 of specs/protocol.md; everything else a frame can get wrong is P2.
+    rule = "P3" if code == ErrorCode.BAD_REQUEST_ID else "P2"
+    error = RemoteProtocolError(reason, rule=rule, code=code)
     error.request_id = request_id
     return error
 
@@ -291,16 +325,30 @@ def _number(frame: dict[str, Any], key: str, rid: int | None) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _fail(ErrorCode.BAD_REQUEST, f"{key!r} must be a number or null", rid)
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # An integer literal too large for a float.
+        number = math.inf
+    if not math.isfinite(number):  # 1e400 parses as infinity.
+        raise _fail(ErrorCode.BAD_REQUEST, f"{key!r} must be a finite number", rid)
+    return number
+
+
+def _refuse_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _load(text: str | bytes) -> tuple[dict[str, Any], str]:
     if not isinstance(text, str):
         raise _fail(ErrorCode.BAD_FRAME, "frames must be text, not binary")
-    if len(text) > MAX_FRAME_BYTES:  # A character is at least one byte: a cheap first bound.
+    # A character is at least one UTF-8 byte and at most four: count bytes only when it matters.
+    if len(text) > MAX_FRAME_BYTES or (
+        4 * len(text) > MAX_FRAME_BYTES and (_utf8_size(text) or 0) > MAX_FRAME_BYTES
+    ):
         raise _fail(ErrorCode.FRAME_TOO_LARGE, f"frames are limited to {MAX_FRAME_BYTES} bytes")
     try:
-        frame = json.loads(text)
+        # NaN and Infinity are not JSON, though Python's parser takes them by default.
+        frame = json.loads(text, parse_constant=_refuse_constant)
     except (ValueError, RecursionError):
         raise _fail(ErrorCode.BAD_FRAME, "the frame is not JSON") from None
     if not isinstance(frame, dict):
@@ -361,3 +409,25 @@ def decode_reply(text: str | bytes) -> Message:
             raw_id, _opt_str(frame, "external_id", raw_id), _number(frame, "expires_at", raw_id)
         )
     return cls(raw_id, _participant(frame, raw_id))  # type: ignore[call-arg]
+
+
+_REPLY_ERRORS: Final[dict[str, type[SessionError]]] = {
+    ErrorCode.INVALID_PARTICIPANT_INFO: InvalidParticipantInfo,
+    ErrorCode.EXTERNAL_ID_MISMATCH: ExternalIdMismatch,
+    ErrorCode.SESSION_ALREADY_OPEN: SessionAlreadyOpen,
+    ErrorCode.SESSION_NOT_OPEN: SessionNotOpen,
+    ErrorCode.INVALID_TOKEN: InvalidToken,
+    ErrorCode.TOKEN_EXPIRED: TokenExpired,
+}
+
+
+def error_from_reply(reply: ErrorReply, *, trigger: str, state: Enum) -> SessionError:
+    """The typed error an error reply stands for, naming the call and the state it was made in."""
+    cls = _REPLY_ERRORS.get(reply.code, BackendError)
+    return cls(
+        f"the backend refused: {reply.message}",
+        rule=reply.rule,
+        trigger=trigger,
+        state=state,
+        code=reply.code,
+    )

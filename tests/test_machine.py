@@ -5,6 +5,7 @@ Nothing here does I/O: backend replies and connection loss are triggers fed in b
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -433,7 +434,7 @@ def test_m3_definitions_are_checked() -> None:
     check_definition(good, S.CLOSED, m.SESSION_REFUSALS, SessionCore)
     broken: list[tuple[dict[Any, tuple[On, ...]], Mapping[str, m.Refusal], str]] = [
         (
-            {**good, S.GHOST: tuple(row._replace(dest=None) for row in good[S.GHOST])},
+            {**good, S.GHOST: tuple(dataclasses.replace(row, dest=None) for row in good[S.GHOST])},
             m.SESSION_REFUSALS,
             r"CLOSED is unreachable from: \['GHOST'\]",
         ),
@@ -554,6 +555,8 @@ class Oracle:
             return Effect.SEND_OPEN
         if self.state == "CLOSING":
             return TransitionNotAllowed
+        if info is not MISSING and not model_info_ok(info):
+            return InvalidParticipantInfo
         current = {"OPENING": self.opening, "OPEN": self.identity, "GHOST": None}[self.state]
         if info is not MISSING and info != current:
             return SessionAlreadyOpen

@@ -1,0 +1,125 @@
+"""The ``fsm-session`` command: serve, token, demo, diagram, paths."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from functools import partial
+
+import trio
+
+__all__ = ["main"]
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from fsm_session.server import ConfigurationError, secret_from_env, serve
+
+    try:
+        secret = secret_from_env()
+    except ConfigurationError as error:
+        print(f"fsm-session serve: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s"
+    )
+
+    async def run() -> None:
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(partial(serve, args.host, args.port, secret=secret))
+            print(url, flush=True)  # The first line of stdout: where to connect.
+
+    with contextlib.suppress(KeyboardInterrupt):
+        trio.run(run)
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    from fsm_session.server import ConfigurationError, secret_from_env
+    from fsm_session.tokens import mint
+
+    try:
+        secret = secret_from_env()
+    except ConfigurationError as error:
+        print(f"fsm-session token: {error}", file=sys.stderr)
+        return 2
+    if args.ttl <= 0:
+        print("fsm-session token: --ttl must be positive", file=sys.stderr)
+        return 2
+    print(mint(secret, external_id=args.external_id, ttl=args.ttl, now=time.time()))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from fsm_session.demo import main as demo_main
+
+    return demo_main()
+
+
+def _diagram(args: argparse.Namespace) -> int:
+    from fsm_session.diagrams import diagram_command
+
+    return diagram_command(args.machine, args.format, args.highlight, args.output)
+
+
+def _paths(args: argparse.Namespace) -> int:
+    from fsm_session.diagrams import paths_command
+
+    return paths_command(args.machine)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="fsm-session",
+        description="A session with a real-time backend, run by an explicit state machine.",
+    )
+    commands = top.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the reference backend server",
+        description="Run the reference server. Needs FSM_SESSION_SECRET. Prints its ws:// URL "
+        "as the first line of stdout and logs to stderr.",
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    serve.set_defaults(run=_serve)
+
+    token = commands.add_parser(
+        "token",
+        help="mint a development access token with FSM_SESSION_SECRET",
+        description="Print only an HS256 access token signed with FSM_SESSION_SECRET.",
+    )
+    token.add_argument("--external-id", default=None, help="the external ID the token allows")
+    token.add_argument("--ttl", type=float, default=3600.0, help="lifetime in seconds")
+    token.set_defaults(run=_token)
+
+    demo = commands.add_parser("demo", help="walk the SDK workflow against an embedded server")
+    demo.set_defaults(run=_demo)
+
+    diagram = commands.add_parser("diagram", help="draw a state machine")
+    diagram.add_argument("--machine", choices=["session", "socket"], default="session")
+    diagram.add_argument("--format", choices=["mermaid", "dot", "svg", "table"], default="mermaid")
+    diagram.add_argument("--highlight", metavar="STATE", default=None, help="fill this state")
+    diagram.add_argument("-o", "--output", metavar="FILE", default=None)
+    diagram.set_defaults(run=_diagram)
+
+    paths = commands.add_parser(
+        "paths", help="shortest trigger sequences covering every transition"
+    )
+    paths.add_argument("--machine", choices=["session", "socket"], default="session")
+    paths.set_defaults(run=_paths)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    status: int = args.run(args)
+    return status
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,315 @@
+"""The reference backend: a trio WebSocket server that speaks ``specs/protocol.md``.
+
+Built on ``trio.serve_listeners`` and ``trio_websocket.wrap_server_stream`` rather than
+``trio_websocket.serve_websocket``, so that this module owns each TCP stream: it closes a stream
+itself right after a rejected handshake (trio-websocket would wait for the client to hang up,
+and a trio-websocket client keeps its socket open after a rejection, so both would wait), it
+bounds the handshake and counts connections, and it sees every byte arriving, pings included,
+which is what the idle timeout measures (P13).
+
+Every connection runs inside a handler that catches and logs whatever it raises: one misbehaving
+client never takes the server down. Protocol decisions are made by
+:class:`~fsm_session.server.handlers.ConnectionState`; this module only moves frames.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import trio
+import trio_websocket
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
+
+from fsm_session.errors import InvalidToken, TokenExpired
+from fsm_session.protocol import SUBPROTOCOL, ErrorCode, Message, encode
+from fsm_session.server.config import ServerConfig, check_secret
+from fsm_session.server.handlers import ConnectionState
+from fsm_session.server.registry import Registry
+from fsm_session.tokens import TokenClaims, verify
+
+__all__ = ["serve"]
+
+logger = logging.getLogger("fsm_session.server")
+
+# Frames trio-websocket may hold for us while we answer the previous one. Small, so a flooding
+# client meets TCP backpressure, but more than one, so a short burst does not stall its reader.
+_MESSAGE_QUEUE_SIZE = 8
+
+
+async def serve(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    secret: str,
+    config: ServerConfig | None = None,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the protocol on ``host``:``port`` until cancelled.
+
+    Binds first, then reports the ``ws://HOST:PORT/`` URL actually bound through
+    ``task_status`` (``url = await nursery.start(partial(serve, secret=...))``); port 0 picks a
+    free port. When ``host`` resolves to several addresses and ``port`` is 0, only the first is
+    served, so that the URL names every listener. ``secret`` verifies access tokens (HS256).
+
+    Raises :class:`~fsm_session.server.config.ConfigurationError` for an empty or short secret
+    (fewer than 32 bytes, the HS256 minimum), and
+    ``OSError`` when the address cannot be bound, both before ``task_status.started``.
+    """
+    check_secret(secret)
+    config = ServerConfig() if config is None else config
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    try:
+        if port == 0 and len(listeners) > 1:
+            # Each would have a port of its own: keep one, so the URL is the whole truth.
+            for extra in listeners[1:]:
+                await extra.aclose()
+            listeners = listeners[:1]
+        url = _url(listeners[0])
+        server = _Server(secret, config)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(trio.serve_listeners, server.handle_stream, listeners)
+            logger.info("serving %s on %s", SUBPROTOCOL, url)
+            task_status.started(url)
+    finally:
+        for listener in listeners:
+            await trio.aclose_forcefully(listener)
+
+
+def _url(listener: trio.SocketListener) -> str:
+    address, port = listener.socket.getsockname()[:2]
+    if ":" in address:
+        address = f"[{address}]"
+    return f"ws://{address}:{port}/"
+
+
+def _peer(stream: trio.SocketStream) -> str:
+    try:
+        address, port = stream.socket.getpeername()[:2]
+    except OSError:
+        return "unknown peer"
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+class _Activity(trio.abc.Stream):
+    """A stream that notes when its peer last sent anything (P13: any byte counts, pings too)."""
+
+    def __init__(self, inner: trio.SocketStream) -> None:
+        self.inner = inner
+        self.last_received = trio.current_time()
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        data = await self.inner.receive_some(max_bytes)
+        self.last_received = trio.current_time()
+        return data
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class _Server:
+    """What the connections of one ``serve()`` call share."""
+
+    def __init__(self, secret: str, config: ServerConfig) -> None:
+        self.secret = secret
+        self.config = config
+        self.registry = Registry(resume_grace=config.resume_grace)
+        self.connections = 0
+
+    async def handle_stream(self, stream: trio.SocketStream) -> None:
+        """Serve one TCP connection; log, never raise, whatever goes wrong (except cancellation,
+        which is the server stopping)."""
+        peer = _peer(stream)
+        self.connections += 1
+        try:
+            await self._serve_stream(stream, peer)
+        except* Exception:
+            logger.exception("%s: the connection failed", peer)
+        finally:
+            self.connections -= 1
+            await trio.aclose_forcefully(stream)
+
+    async def _serve_stream(self, stream: trio.SocketStream, peer: str) -> None:
+        activity = _Activity(stream)
+        async with trio.open_nursery() as nursery:
+            try:
+                accepted: tuple[WebSocketConnection, TokenClaims] | None = None
+                with trio.move_on_after(self.config.handshake_timeout) as scope:
+                    request = await trio_websocket.wrap_server_stream(
+                        nursery,
+                        activity,
+                        message_queue_size=_MESSAGE_QUEUE_SIZE,
+                        max_message_size=self.config.max_frame_bytes,
+                    )
+                    accepted = await self._handshake(request, peer)
+                if scope.cancelled_caught:
+                    logger.info("%s: no handshake within %g s", peer, self.config.handshake_timeout)
+                if accepted is not None:
+                    ws, claims = accepted
+                    await _Connection(self, ws, claims, activity, peer).run()
+            finally:
+                # Stops trio-websocket's reader task; handle_stream then closes the stream, which
+                # after a rejected handshake nothing else would.
+                nursery.cancel_scope.cancel()
+
+    async def _handshake(
+        self, request: WebSocketRequest, peer: str
+    ) -> tuple[WebSocketConnection, TokenClaims] | None:
+        """P1: accept the upgrade with the subprotocol and a valid token, or reject it."""
+        if self.connections > self.config.max_connections:
+            await _reject(
+                request,
+                503,
+                ErrorCode.RATE_LIMITED,
+                "the server is at its connection limit; try again later",
+                peer,
+            )
+            return None
+        if SUBPROTOCOL not in request.proposed_subprotocols:
+            await _reject(
+                request,
+                400,
+                ErrorCode.BAD_REQUEST,
+                f"offer the WebSocket subprotocol {SUBPROTOCOL!r}",
+                peer,
+            )
+            return None
+        token, problem = _bearer_token(request.headers)
+        if token is None:
+            await _reject(request, 401, ErrorCode.INVALID_TOKEN, problem, peer)
+            return None
+        try:
+            claims = verify(token, self.secret, now=time.time())
+        except TokenExpired as exc:
+            await _reject(request, 401, ErrorCode.TOKEN_EXPIRED, exc.reason, peer)
+            return None
+        except InvalidToken as exc:
+            await _reject(request, 401, ErrorCode.INVALID_TOKEN, exc.reason, peer)
+            return None
+        ws = await request.accept(subprotocol=SUBPROTOCOL)
+        logger.info("%s: connected", peer)
+        return ws, claims
+
+
+def _bearer_token(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str]:
+    """The token of the one ``Authorization: Bearer`` header, or ``None`` and why not."""
+    values = [value for name, value in headers if name.lower() == b"authorization"]
+    if not values:
+        return None, "no access token: send the header 'Authorization: Bearer <token>'"
+    if len(values) > 1:
+        return None, "send exactly one Authorization header"
+    scheme, _, token = values[0].decode("latin-1").strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None, "the Authorization header must be 'Bearer <token>'"
+    return token, ""
+
+
+async def _reject(
+    request: WebSocketRequest, status: int, code: str, message: str, peer: str
+) -> None:
+    logger.info("%s: handshake rejected with %d: %s", peer, status, code)
+    body = json.dumps({"code": code, "message": message}).encode("utf-8")
+    headers = [(b"content-type", b"application/json")]
+    if status == 401:
+        headers.append((b"www-authenticate", f'Bearer error="{code}"'.encode("ascii")))
+    await request.reject(status, extra_headers=headers, body=body)
+
+
+class _Connection:
+    """Moves frames between one accepted WebSocket and its :class:`ConnectionState`.
+
+    Only this task sends on the WebSocket. Another connection that takes this one's session
+    (R17) only marks the state and cancels the wait for the next frame; this task then sends
+    ``ended`` and closes, so no two tasks ever write to one socket.
+    """
+
+    def __init__(
+        self,
+        server: _Server,
+        ws: WebSocketConnection,
+        claims: TokenClaims,
+        activity: _Activity,
+        peer: str,
+    ) -> None:
+        self.ws = ws
+        self.config = server.config
+        self.activity = activity
+        self.peer = peer
+        self.state = ConnectionState(
+            registry=server.registry,
+            secret=server.secret,
+            claims=claims,
+            config=server.config,
+            clock=trio.current_time,
+            wall_clock=time.time,
+            name=peer,
+        )
+        self.state.wake = self._wake
+        self._waiting: trio.CancelScope | None = None
+
+    def _wake(self) -> None:
+        if self._waiting is not None:
+            self._waiting.cancel()
+
+    async def run(self) -> None:
+        state = self.state
+        try:
+            while state.ending is None:
+                frame = await self._next_frame()
+                if frame is not None:
+                    reply = state.receive(frame)
+                    if reply is not None:
+                        await self._send(reply)
+            for message in state.ending.frames:
+                await self._send(message)
+            with trio.move_on_after(self.config.close_timeout):
+                await self.ws.aclose(state.ending.code, state.ending.reason)
+        except ConnectionClosed as exc:
+            logger.info("%s: connection closed (%s)", self.peer, _describe(exc))
+        except Exception:
+            # A bug of the server outside any one request (those are answered internal_error).
+            logger.exception("%s: closing after an unexpected error", self.peer)
+            with trio.move_on_after(self.config.close_timeout):
+                await self.ws.aclose(1011, "internal error")
+        finally:
+            state.connection_closed()
+
+    async def _next_frame(self) -> str | bytes | None:
+        """The next frame, or ``None`` after waking up for a deadline or another connection."""
+        state = self.state
+        deadline = self.activity.last_received + self.config.idle_timeout
+        expires_at = state.expires_at()
+        if expires_at is not None:
+            # Token expiry is wall-clock time; trio's clock is monotonic.
+            deadline = min(deadline, trio.current_time() + (expires_at - time.time()))
+        frame: str | bytes | None = None
+        with trio.CancelScope(deadline=deadline) as self._waiting:
+            try:
+                frame = await self.ws.get_message()  # Cancel-safe: no frame is lost.
+            finally:
+                self._waiting = None
+        if frame is None:
+            state.check_token()
+            idle_since = self.activity.last_received
+            if (
+                state.ending is None
+                and trio.current_time() >= idle_since + self.config.idle_timeout
+            ):
+                state.idle()
+        return frame
+
+    async def _send(self, message: Message) -> None:
+        await self.ws.send_message(encode(message))
+
+
+def _describe(exc: ConnectionClosed) -> str:
+    reason = exc.reason
+    return "no reason" if reason is None else f"{reason.code} {reason.name}"
