@@ -20,18 +20,37 @@ from fsm_session.errors import (
     SessionConnectionError,
     SessionError,
     SessionNotOpen,
+    SessionSwitched,
     TokenError,
     TokenExpired,
     TransitionNotAllowed,
 )
+from fsm_session.events import (
+    Event,
+    SessionLostEvent,
+    SessionStateChangeEvent,
+    SessionSwitchedEvent,
+    SocketStateChangeEvent,
+)
 from fsm_session.machine import SessionState, WebSocketState
 from fsm_session.models import Participant, ParticipantInfo
+from fsm_session.service import (
+    EventsDropped,
+    EventStream,
+    ServiceConfig,
+    SessionService,
+    open_session_service,
+)
+from fsm_session.transport import TransportConfig
 
 __all__ = [
     "ArgumentTypeError",
     "BackendError",
     "ConnectionFailed",
     "ConnectionLost",
+    "Event",
+    "EventStream",
+    "EventsDropped",
     "ExternalIdMismatch",
     "InvalidParticipantInfo",
     "InvalidToken",
@@ -41,13 +60,22 @@ __all__ = [
     "ProtocolError",
     "RemoteProtocolError",
     "RequestAborted",
+    "ServiceConfig",
     "SessionAlreadyOpen",
     "SessionConnectionError",
     "SessionError",
+    "SessionLostEvent",
     "SessionNotOpen",
+    "SessionService",
     "SessionState",
+    "SessionStateChangeEvent",
+    "SessionSwitched",
+    "SessionSwitchedEvent",
+    "SocketStateChangeEvent",
     "TokenError",
     "TokenExpired",
     "TransitionNotAllowed",
+    "TransportConfig",
     "WebSocketState",
+    "open_session_service",
 ]

@@ -219,6 +219,15 @@ class SessionService(TransportListener):
         """The pure machine of this session (read it; drive it only through the service)."""
         return self._core
 
+    def diagram(self, fmt: str = "mermaid") -> str:
+        """The session machine drawn with the current state and the last transition marked.
+
+        ``fmt`` is ``mermaid``, ``dot``, ``svg`` (needs Graphviz) or ``table``.
+        """
+        from fsm_session.diagrams import diagram_of
+
+        return diagram_of(self._core, fmt)
+
     def is_open(self) -> bool:
         """True exactly in OPEN and GHOST (rule R8)."""
         return self._core.is_open()

@@ -540,3 +540,12 @@ async def test_repr_never_shows_the_token(server_url: str, mint: Mint) -> None:
     async with service(server_url, token) as session:
         await session.open(ADA)
         assert token not in repr(session) and "OPEN" in repr(session)
+
+
+async def test_live_diagram_marks_the_current_state(server_url: str, mint: Mint) -> None:
+    """Issue 5: a running session draws its machine with its state and last move marked."""
+    async with service(server_url, mint("ext-ada")) as session:
+        assert "class CLOSED current" in session.diagram()
+        await session.open(ADA)
+        drawing = session.diagram("mermaid")
+        assert "class OPEN current" in drawing and "class OPENING previous" in drawing
