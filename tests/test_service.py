@@ -549,3 +549,36 @@ async def test_live_diagram_marks_the_current_state(server_url: str, mint: Mint)
         await session.open(ADA)
         drawing = session.diagram("mermaid")
         assert "class OPEN current" in drawing and "class OPENING previous" in drawing
+
+
+async def test_r14_a_dropped_connection_ends_the_session_truthfully(mint: Mint) -> None:
+    """R14: a drop while OPEN publishes the socket drop and a SessionLostEvent; ends CLOSED."""
+
+    async def drop_after_open(request: WebSocketRequest) -> None:
+        ws = await request.accept(subprotocol=SUBPROTOCOL)
+        frame = json.loads(await ws.get_message())
+        reply = opened_reply(frame)
+        await ws.send_message(json.dumps(reply))
+        await trio.sleep(0.05)
+        await ws._stream.aclose()  # a drop, not a close handshake
+
+    fds = open_fds()
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            partial(serve_websocket, drop_after_open, "127.0.0.1", 0, None)
+        )
+        url = f"ws://127.0.0.1:{server.port}/"
+        async with service(url, mint("ext-ada")) as session, session.subscribe() as events:
+            await session.open(ADA)
+            seen = []
+            with trio.fail_after(3):
+                async for event in events:
+                    seen.append(event)
+                    if isinstance(event, SessionLostEvent):
+                        break
+            assert session.state is S.CLOSED and session.socket_state is W.CLOSED
+            assert socket_events(seen)[-1] == "CLOSED"
+            assert ("OPEN", "CLOSED", "lost") in state_events(seen)
+            assert seen[-1].reason == "connection_lost"
+        nursery.cancel_scope.cancel()
+    assert open_fds() <= fds
