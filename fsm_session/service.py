@@ -581,6 +581,7 @@ async def open_session_service(
 
     Nothing goes on the network until the first ``open`` (rule R1). Leaving the block closes
     the session (bounded by the configured timeouts) and ends every event stream.
+    ``refresh_token`` is kept for token refresh (rule R16) but not called yet.
     """
     with _unwrap_single():
         async with trio.open_nursery() as nursery:

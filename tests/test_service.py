@@ -582,3 +582,19 @@ async def test_r14_a_dropped_connection_ends_the_session_truthfully(mint: Mint) 
             assert seen[-1].reason == "connection_lost"
         nursery.cancel_scope.cancel()
     assert open_fds() <= fds
+
+
+async def test_r16_token_expiry_ends_the_session(server_url: str, mint: Mint) -> None:
+    """R16: when the token expires the backend ends the session; the client says so and closes."""
+    token = mint("ext-ada", ttl=2)
+    async with service(server_url, token) as session, session.subscribe() as events:
+        await session.open(ADA)
+        lost = None
+        with trio.fail_after(5):
+            async for event in events:
+                if isinstance(event, SessionLostEvent):
+                    lost = event
+                    break
+        assert lost is not None and lost.reason == "token_expired"
+        assert isinstance(lost.error, TokenExpired) and token not in str(lost.error)
+        assert session.state is S.CLOSED

@@ -23,7 +23,7 @@ import trio_websocket
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
 from fsm_session.errors import InvalidToken, TokenExpired
-from fsm_session.protocol import SUBPROTOCOL, ErrorCode, Message, encode
+from fsm_session.protocol import SUBPROTOCOL, CloseCode, ErrorCode, Message, encode
 from fsm_session.server.config import ServerConfig, check_secret
 from fsm_session.server.handlers import ConnectionState
 from fsm_session.server.registry import Registry
@@ -268,17 +268,21 @@ class _Connection:
                     reply = state.receive(frame)
                     if reply is not None:
                         await self._send(reply)
-            for message in state.ending.frames:
+            ending = state.ending
+            # Release the session now, not after the close handshake, so that a client that
+            # reconnects at once can already resume it.
+            state.connection_closed()
+            for message in ending.frames:
                 await self._send(message)
             with trio.move_on_after(self.config.close_timeout):
-                await self.ws.aclose(state.ending.code, state.ending.reason)
+                await self.ws.aclose(ending.code, ending.reason)
         except ConnectionClosed as exc:
             logger.info("%s: connection closed (%s)", self.peer, _describe(exc))
         except Exception:
             # A bug of the server outside any one request (those are answered internal_error).
             logger.exception("%s: closing after an unexpected error", self.peer)
             with trio.move_on_after(self.config.close_timeout):
-                await self.ws.aclose(1011, "internal error")
+                await self.ws.aclose(CloseCode.INTERNAL_ERROR, "internal error")
         finally:
             state.connection_closed()
 

@@ -69,13 +69,16 @@ class ServerConfig:
                 raise ValueError(f"{field.name} must be positive")
 
 
-def secret_from_env(environ: Mapping[str, str] = os.environ) -> str:
-    """The token secret from ``FSM_SESSION_SECRET``.
+def secret_from_env(environ: Mapping[str, str] | None = None) -> str:
+    """The token secret from ``FSM_SESSION_SECRET`` in ``environ`` (default: ``os.environ``).
+
+    The default is ``None`` rather than ``os.environ`` itself so that the signature, and so
+    ``help()``, never shows the environment, which holds the secret.
 
     Raises :class:`ConfigurationError` when the variable is missing or empty (a server without a
     secret could verify no token at all), or shorter than :data:`MIN_SECRET_BYTES`.
     """
-    secret = environ.get(SECRET_ENV, "")
+    secret = (os.environ if environ is None else environ).get(SECRET_ENV, "")
     if not secret.strip():
         raise ConfigurationError(
             f"{SECRET_ENV} is not set: export a secret shared with the token minter"

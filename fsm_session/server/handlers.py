@@ -138,8 +138,7 @@ class ConnectionState:
             rid = exc.request_id
             if rid is not None and rid > self.last_id:
                 self.last_id = rid  # A readable ID is used up even by a refused frame (P3).
-            if not allowed:
-                return self._rate_limited(rid)
+            # Decoding comes before the rate (P4); the frame still used up its allowance.
             logger.debug("%s: refused a frame: %s", self.name, exc.code)
             return _error(rid, exc.code, exc.reason, exc.rule)
         if request.id <= self.last_id:
