@@ -428,6 +428,18 @@ def test_m2_reply_must_carry_a_participant() -> None:
     assert caught.value.rule == "M2" and core.state is S.OPENING
 
 
+def test_m4_one_update_in_flight() -> None:
+    """M4: a second update while one waits for its reply is refused and changes nothing."""
+    core = opened_core()
+    core.update(name="Ada L.")
+    before = snapshot(core)
+    with pytest.raises(TransitionNotAllowed) as caught:
+        core.update(name="Ada M.")
+    assert (caught.value.rule, caught.value.state) == ("M4", S.OPEN)
+    assert snapshot(core) == before
+    assert core.update() is Effect.NOTHING  # nothing to change is still fine
+
+
 def test_m3_definitions_are_checked() -> None:
     """M3: unreachable states, dead ends, shadowed rows and missing refusals are caught."""
     good = dict(m.SESSION_TABLE)
