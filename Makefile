@@ -36,10 +36,12 @@ diagrams: $(STAMP)
 	$(BIN)/python -m fsm_session.diagrams
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/core.py
+	$(BIN)/python benchmarks/core.py --quick
+	$(BIN)/python benchmarks/wire.py --quick --json
 
 bench-full: $(STAMP)
 	$(BIN)/python benchmarks/core.py --full
+	$(BIN)/python benchmarks/wire.py --full --json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist *.egg-info
