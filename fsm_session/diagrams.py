@@ -613,6 +613,20 @@ def _updated_reply(core: SessionCore) -> dict[str, object]:
     return {"participant": Participant(id=core.participant.id, info=core.updating)}
 
 
+def _resumed_reply(core: SessionCore) -> dict[str, object]:
+    assert core.participant is not None  # see _session_open
+    return {"participant": core.participant}
+
+
+def _resumed_named_reply(core: SessionCore) -> dict[str, object]:
+    assert core.participant is not None  # see _session_open
+    return {"participant": Participant(id=core.participant.id, info=ParticipantInfo(_NEW_NAME))}
+
+
+def _session_open(core: SessionCore) -> bool:
+    return core.is_open() and core.participant is not None
+
+
 def _open_in_flight(core: SessionCore) -> bool:
     return core.state is SessionState.OPENING
 
@@ -649,6 +663,8 @@ _SESSION_SEARCH: Final[_Search[SessionCore]] = _Search(
         _Input("update", "update(avatar_url)", lambda core: {"avatar_url": _AVATAR_URL}, _always),
         _Input("updated", "updated", _updated_reply, _update_in_flight),
         _Input("update_failed", "update_failed", _no_kwargs, _update_in_flight),
+        _Input("resumed", "resumed", _resumed_reply, _session_open),
+        _Input("resumed", "resumed(named)", _resumed_named_reply, _session_open),
         _Input("close", "close", _no_kwargs, _always),
         _Input("closed", "closed", _no_kwargs, _close_in_flight),
         _Input("connection_lost", "connection_lost", _no_kwargs, _always),

@@ -193,6 +193,12 @@ def update_names_ghost(event: EventData) -> bool:
     return updating is not None and updating.name is not None
 
 
+def resumed_named(event: EventData) -> bool:
+    """The resumed participant has a name: a ghost named while the socket was down (R7, R14)."""
+    participant = event.kwargs["participant"]
+    return isinstance(participant, Participant) and participant.info.name is not None
+
+
 def _external_id_problem(info: ParticipantInfo, token_external_id: str | None) -> str | None:
     if info.external_id is None or info.external_id == token_external_id:
         return None
@@ -265,6 +271,17 @@ def no_update_in_flight(event: EventData) -> str | None:
     return "another update is in flight; send the next after its reply"
 
 
+@guard("R18", TransitionNotAllowed)
+def same_participant(event: EventData) -> str | None:
+    """A resumed session is the same participant: never a second one (rule R18)."""
+    participant, current = event.kwargs["participant"], _session(event).participant
+    if not isinstance(participant, Participant) or current is None:
+        return None  # reply_is_participant names the type error
+    if participant.id == current.id:
+        return None
+    return "the backend resumed another participant than the one this session holds"
+
+
 @guard("M2", ArgumentTypeError)
 def reply_is_participant(event: EventData) -> str | None:
     """A backend reply that carries a participant carries a ``Participant``."""
@@ -322,6 +339,17 @@ def apply_update(event: EventData) -> None:
         # only changed its avatar stays unremembered.
         core.identity = core.updating
     core.updating = None
+
+
+def resume(event: EventData) -> None:
+    _session(event).participant = event.kwargs["participant"]
+
+
+def resume_named_ghost(event: EventData) -> None:
+    core = _session(event)
+    core.participant = event.kwargs["participant"]
+    assert core.participant is not None
+    core.identity = core.participant.info  # named while the socket was down (rule R7)
 
 
 def forget_update(event: EventData) -> None:
@@ -401,6 +429,8 @@ SESSION_TABLE: Final[Mapping[SessionState, tuple[On, ...]]] = {
         On("updated", guards=(update_in_flight, reply_is_participant), do=(apply_update,),
            rule="R10"),
         On("update_failed", guards=(update_in_flight,), do=(forget_update,), rule="R13"),
+        On("resumed", guards=(reply_is_participant, same_participant), do=(resume,),
+           rule="R14 R18"),
         On("close", S.CLOSING, effect=Effect.SEND_CLOSE, rule="R11"),
         On("connection_lost", rule="R14"),
         On("lost", S.CLOSED, do=(forget_session,), rule="R14"),
@@ -416,6 +446,11 @@ SESSION_TABLE: Final[Mapping[SessionState, tuple[On, ...]]] = {
         On("updated", guards=(update_in_flight, reply_is_participant), do=(apply_update,),
            rule="R10"),
         On("update_failed", guards=(update_in_flight,), do=(forget_update,), rule="R13"),
+        On("resumed", S.OPEN, when=(resumed_named,),
+           guards=(reply_is_participant, same_participant),
+           do=(resume_named_ghost,), rule="R7 R14 R18"),
+        On("resumed", guards=(reply_is_participant, same_participant), do=(resume,),
+           rule="R14 R18"),
         On("close", S.CLOSING, effect=Effect.SEND_CLOSE, rule="R11"),
         On("connection_lost", rule="R14"),
         On("lost", S.CLOSED, do=(forget_session,), rule="R14"),
@@ -435,6 +470,7 @@ SESSION_REFUSALS: Final[Mapping[str, Refusal]] = {
     "open_failed": Refusal(TransitionNotAllowed, "M1", "no open is in flight"),
     "updated": Refusal(TransitionNotAllowed, "M1", "no update is in flight"),
     "update_failed": Refusal(TransitionNotAllowed, "M1", "no update is in flight"),
+    "resumed": Refusal(TransitionNotAllowed, "M1", "only an open session can be resumed"),
     "closed": Refusal(TransitionNotAllowed, "M1", "no close is in flight"),
 }  # fmt: skip
 
@@ -633,6 +669,9 @@ class SessionCore(_Core):
 
     def updated(self, participant: Participant) -> Effect:
         return self._fire("updated", participant=participant)
+
+    def resumed(self, participant: Participant) -> Effect:
+        return self._fire("resumed", participant=participant)
 
     def update_failed(self) -> Effect:
         return self._fire("update_failed")

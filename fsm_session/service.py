@@ -14,6 +14,7 @@ updates go one at a time.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -25,10 +26,12 @@ from fsm_session import tokens
 from fsm_session.errors import (
     BackendError,
     ConnectionLost,
+    InvalidToken,
     RequestAborted,
     SessionError,
     SessionNotOpen,
     SessionSwitched,
+    TokenError,
     TokenExpired,
 )
 from fsm_session.events import (
@@ -46,9 +49,13 @@ from fsm_session.protocol import (
     Message,
     Open,
     Opened,
+    RefreshToken,
     Reply,
     Request,
+    Resume,
+    Resumed,
     SessionEnded,
+    TokenAccepted,
     Update,
     Updated,
     encode,
@@ -59,6 +66,7 @@ from fsm_session.transport import Transport, TransportConfig, TransportListener
 __all__ = [
     "EventStream",
     "EventsDropped",
+    "ReconnectPolicy",
     "ServiceConfig",
     "SessionService",
     "open_session_service",
@@ -71,10 +79,35 @@ _S = SessionState
 
 
 @dataclass(frozen=True, slots=True)
+class ReconnectPolicy:
+    """How a session whose connection dropped gets it back (rule R14), in seconds.
+
+    The first attempt waits ``initial_delay``; each next delay is ``factor`` times the last, at
+    most ``max_delay``. Each attempt (connect and resume) is bounded by ``attempt_timeout``.
+    After ``give_up_after`` the session is lost: CLOSED, with a ``SessionLostEvent``.
+    """
+
+    initial_delay: float = 0.05
+    factor: float = 2.0
+    max_delay: float = 2.0
+    attempt_timeout: float = 2.0
+    give_up_after: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.initial_delay < 0 or self.factor < 1 or self.max_delay < self.initial_delay:
+            raise ValueError("delays must be non-negative, growing and capped above the first")
+        if self.attempt_timeout <= 0 or self.give_up_after < 0:
+            raise ValueError("attempt_timeout must be positive and give_up_after non-negative")
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceConfig:
     """Timeouts and buffers of a session service, in seconds and events."""
 
     transport: TransportConfig = field(default_factory=TransportConfig)
+    reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
+    wall_clock: Callable[[], float] = time.time
+    """Seconds since the epoch, to schedule token refreshes from the token's own times (R16)."""
     request_timeout: float = 10.0
     """How long a request waits for its reply before the connection is judged lost."""
     logout_timeout: float = 5.0
@@ -161,7 +194,13 @@ class EventStream:
         return await self.__anext__()
 
 
-_REQUEST_TRIGGERS: Final = {Open: "open", Update: "update", Close: "close"}
+_REQUEST_TRIGGERS: Final = {
+    Open: "open",
+    Update: "update",
+    Close: "close",
+    Resume: "resume",
+    RefreshToken: "refresh_token",
+}
 
 
 class SessionService(TransportListener):
@@ -190,6 +229,10 @@ class SessionService(TransportListener):
         self._update_flight: _Flight[Participant] | None = None
         self._close_flight: _Flight[None] | None = None
         self._work: set[trio.CancelScope] = set()
+        self._claims = claims
+        self._reconnecting: trio.Event | None = None
+        if refresh_token is not None:
+            nursery.start_soon(self._keep_token_fresh, refresh_token)
 
     def __repr__(self) -> str:  # Never the token (rule R16).
         return (
@@ -448,6 +491,9 @@ class SessionService(TransportListener):
             open_flight = self._open_flight
             if open_flight is not None:
                 await open_flight.done.wait()  # it was cancelled; let it unwind its connect
+            reconnecting = self._reconnecting
+            if reconnecting is not None:
+                await reconnecting.wait()  # likewise the reconnect loop
             if self._transport.state is WebSocketState.CONNECTED:
                 with trio.move_on_after(self.config.logout_timeout):
                     try:
@@ -463,11 +509,36 @@ class SessionService(TransportListener):
             flight.finish(None)
 
     async def _request(self, make: Callable[[int], Request]) -> Message:
-        """Send ``message`` under a fresh request ID and wait for its reply.
+        """Send a request and wait for its reply, across reconnects, within ``request_timeout``.
 
-        Raises the typed error of an error reply, ``ConnectionLost`` when the connection drops
-        or no reply comes within ``request_timeout``, ``RequestAborted`` when the session closes.
+        A request whose connection drops while the session is being resumed is sent again on
+        the new connection (R14). Raises the typed error of an error reply, ``ConnectionLost``
+        when there is no connection to wait for or no reply in time, ``RequestAborted`` when
+        the session closes.
         """
+        timeout = self.config.request_timeout
+        with trio.move_on_after(timeout):
+            while True:
+                reconnecting = self._reconnecting
+                if reconnecting is not None:
+                    await reconnecting.wait()
+                    continue
+                try:
+                    return await self._exchange_once(make)
+                except ConnectionLost:
+                    if self._reconnecting is None:
+                        raise
+        error = ConnectionLost(
+            f"no reply within {timeout} s", rule="R14", trigger="request", state=self.state
+        )
+        if self._reconnecting is None:
+            self._transport.abort(error)  # a reply may still come: the stream is out of step
+        raise error
+
+    async def _exchange_once(self, make: Callable[[int], Request]) -> Message:
+        """One request on the current connection; its reply, or the error it stands for."""
+        if self._transport.state is not WebSocketState.CONNECTED:
+            raise ConnectionLost("the socket is not connected", rule="R14", state=self.state)
         self._last_id += 1
         rid = self._last_id
         message = make(rid)
@@ -475,16 +546,7 @@ class SessionService(TransportListener):
         self._pending[rid] = (waiter, _REQUEST_TRIGGERS[type(message)])
         try:
             await self._transport.send(encode(message))
-            with trio.move_on_after(self.config.request_timeout):
-                return await waiter.wait()
-            error = ConnectionLost(
-                f"no reply to {message.TYPE!r} within {self.config.request_timeout} s",
-                rule="R14",
-                trigger=message.TYPE,
-                state=self._core.state,
-            )
-            self._transport.abort(error)
-            raise error
+            return await waiter.wait()
         finally:
             self._pending.pop(rid, None)
 
@@ -520,10 +582,101 @@ class SessionService(TransportListener):
         for waiter, _ in list(self._pending.values()):
             waiter.fail(error)
         self._pending.clear()
+        if self._reconnecting is not None:
+            return  # an attempt of the reconnect loop failed; the loop goes on
         # OPENING and CLOSING end here (R14); their flights see the failure and stop.
         self._fire("connection_lost")
         if self._core.is_open():
-            self._lose("connection_lost", error)
+            if self.config.reconnect.give_up_after > 0:
+                self._reconnecting = trio.Event()
+                self._nursery.start_soon(self._reconnect, error)
+            else:
+                self._lose("connection_lost", error)
+
+    async def _reconnect(self, error: SessionError) -> None:
+        """Get the connection back and resume the same participant, or give up (R14, R18)."""
+        policy = self.config.reconnect
+        give_up_at = trio.current_time() + policy.give_up_after
+        delay = policy.initial_delay
+        resumed = False
+        try:
+            with trio.CancelScope() as scope:
+                self._work.add(scope)  # close() stops the reconnect
+                while not resumed:
+                    await trio.sleep(delay)
+                    final = False
+                    try:
+                        resumed = await self._resume_once(policy.attempt_timeout)
+                    except (TokenError, BackendError) as refusal:
+                        error, final = refusal, True  # the token, or an unknown participant
+                    except SessionError as transient:
+                        error = transient
+                    if not resumed:
+                        self._transport.abort(error)
+                        await self._transport.settle()  # the socket is CLOSED before we go on
+                        if final or trio.current_time() + delay >= give_up_at:
+                            break
+                        delay = min(delay * policy.factor, policy.max_delay)
+        finally:
+            self._work.discard(scope)
+            done, self._reconnecting = self._reconnecting, None
+            if done is not None:
+                done.set()
+        if not resumed and self._core.is_open():
+            self._lose("reconnect_failed", error)
+
+    async def _resume_once(self, attempt_timeout: float) -> bool:
+        """One attempt: connect and resume; ``False`` when it ran out of time."""
+        participant = self._core.participant
+        assert participant is not None
+        with trio.move_on_after(attempt_timeout):
+            await self._transport.settle()
+            if self._transport.state is WebSocketState.CLOSED:
+                await self._transport.connect(self._token)
+            reply = await self._exchange_once(lambda rid: Resume(rid, participant.id))
+            assert isinstance(reply, Resumed)
+            self._fire("resumed", participant=reply.participant)
+            return True
+        return False
+
+    async def _keep_token_fresh(self, refresh: Callable[[bool], Awaitable[str]]) -> None:
+        """Ask for a fresh token at 1/2 and 3/4 of its life and at expiry (rule R16)."""
+        while True:
+            times = tokens.refresh_times(self._claims)
+            if times is None:
+                return
+            renewed = False
+            for when in times:
+                await trio.sleep(max(0.0, when - self.config.wall_clock()))
+                expired = when == times[-1]
+                if await self._try_refresh(refresh, expired):
+                    renewed = True
+                    break
+            if not renewed:
+                if self._core.state is not _S.CLOSED:
+                    self._lose(
+                        "token_expired",
+                        TokenExpired("the access token expired", rule="R16", state=self.state),
+                    )
+                return
+
+    async def _try_refresh(self, refresh: Callable[[bool], Awaitable[str]], expired: bool) -> bool:
+        """Call the callback and adopt its token; ``False`` when that failed (never logged)."""
+        try:
+            token = await refresh(expired)
+            if not isinstance(token, str) or not token:
+                raise InvalidToken("the refresh callback returned no token", rule="R16")
+            claims = tokens.read_claims(token)
+            if self._transport.state is WebSocketState.CONNECTED:
+                reply = await self._request(lambda rid: RefreshToken(rid, token))
+                assert isinstance(reply, TokenAccepted)
+        except Exception as exc:  # The callback is the application's: contain its failure.
+            log.warning("token refresh failed (%s); the current token stays", type(exc).__name__)
+            return False
+        self._token = token
+        self._claims = claims
+        self._core.token_external_id = claims.external_id
+        return True
 
     def _end(self, reason: str) -> None:
         """The backend ended the session (R16 token expiry, R17 switched)."""
@@ -581,7 +734,8 @@ async def open_session_service(
 
     Nothing goes on the network until the first ``open`` (rule R1). Leaving the block closes
     the session (bounded by the configured timeouts) and ends every event stream.
-    ``refresh_token`` is kept for token refresh (rule R16) but not called yet.
+    ``refresh_token(is_expired)`` is awaited at 1/2 and 3/4 of the token's life and at its
+    expiry for a fresh token (rule R16).
     """
     with _unwrap_single():
         async with trio.open_nursery() as nursery:

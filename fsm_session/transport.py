@@ -57,6 +57,10 @@ class TransportConfig:
     """One frame's send; past it the connection is aborted."""
     close_timeout: float = 2.0
     """The WebSocket close handshake."""
+    keepalive_interval: float | None = 30.0
+    """How often to ping the backend while connected (rule R15); ``None``: never."""
+    keepalive_timeout: float = 10.0
+    """A pong later than this after its ping is a connection loss (rule R15)."""
     max_frame_bytes: int = MAX_FRAME_BYTES
 
 
@@ -187,6 +191,8 @@ class Transport:
                 with trio.CancelScope() as scope:
                     self._scope = scope
                     self._move("connected")
+                    if self.config.keepalive_interval is not None:
+                        inner.start_soon(self._keepalive, ws)
                     task_status.started()
                     error = await self._read(ws)
                 # The library's reader task completes a close handshake: cancel it only once
@@ -248,6 +254,21 @@ class Transport:
                     await ws.aclose(CloseCode.PROTOCOL_ERROR, "bad frame")
                 return exc
             self._listener.received(message)
+
+    async def _keepalive(self, ws: WebSocketConnection) -> None:
+        """Ping on an interval; a missed pong aborts the connection as lost (rule R15)."""
+        interval, timeout = self.config.keepalive_interval, self.config.keepalive_timeout
+        assert interval is not None
+        while True:
+            await trio.sleep(interval)
+            with trio.move_on_after(timeout) as timer:
+                try:
+                    await ws.ping()
+                except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+                    return  # the reader reports the end of the connection
+            if timer.cancelled_caught:
+                self.abort(ConnectionLost(f"no pong within {timeout} s", rule="R15"))
+                return
 
     async def send(self, text: str) -> None:
         """Send one frame, shielded from cancellation (a cut frame would poison the stream).

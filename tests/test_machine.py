@@ -399,6 +399,26 @@ def test_r14_connection_loss() -> None:
         assert core.state is S.CLOSED and core.participant is None
 
 
+def test_r14_r18_resumed_keeps_the_same_participant() -> None:
+    """R14, R18: a resume keeps the state and the participant; another participant is refused."""
+    core = opened_core()
+    core.connection_lost()
+    assert core.resumed(Participant("p-ada", ADA)) is Effect.NOTHING
+    assert core.state is S.OPEN and core.identity == ADA
+    before = snapshot(core)
+    with pytest.raises(TransitionNotAllowed) as caught:
+        core.resumed(Participant("p-other", ADA))
+    assert caught.value.rule == "R18" and snapshot(core) == before
+    ghost = ghost_core()
+    ghost.resumed(Participant("g-1", ParticipantInfo(None)))
+    assert ghost.state is S.GHOST
+    ghost.resumed(Participant("g-1", ParticipantInfo("Named later")))
+    assert ghost.state is S.OPEN and ghost.identity == ParticipantInfo("Named later")
+    with pytest.raises(TransitionNotAllowed) as refused:
+        SessionCore().resumed(ADA_P)
+    assert refused.value.rule == "M1"
+
+
 def test_m1_replies_outside_their_states_are_refused() -> None:
     """M1: a reply the state does not expect is refused and changes nothing."""
     core = SessionCore()
@@ -609,6 +629,13 @@ class Oracle:
             self.updating = None
         elif trigger == "update_failed" and self.state in ("OPEN", "GHOST") and self.updating:
             self.updating = None
+        elif trigger == "resumed" and self.state in ("OPEN", "GHOST") and participant:
+            assert self.participant is not None
+            if participant.id != self.participant.id:
+                return TransitionNotAllowed  # R18: never another participant
+            self.participant = participant
+            if self.state == "GHOST" and participant.info.name is not None:
+                self.identity, self.state = participant.info, "OPEN"
         elif trigger == "closed" and self.state == "CLOSING":
             self.state, self.participant = "CLOSED", None
         else:
@@ -686,13 +713,22 @@ class SessionRules(RuleBasedStateMachine):
 
     @precondition(lambda self: self.core is not None)
     @rule(
-        trigger=st.sampled_from(["opened", "open_failed", "updated", "update_failed", "closed"]),
+        trigger=st.sampled_from(
+            ["opened", "open_failed", "updated", "update_failed", "closed", "resumed"]
+        ),
         ghost=st.booleans(),
+        same=st.booleans(),
     )
-    def backend_reply(self, trigger: str, ghost: bool) -> None:
+    def backend_reply(self, trigger: str, ghost: bool, same: bool) -> None:
         assert self.core and self.oracle
         core = self.core
-        if trigger in ("opened", "updated"):
+        if trigger == "resumed":
+            current = core.participant
+            pid = current.id if current is not None and same else "someone-else"
+            who = Participant(pid, ParticipantInfo(None if ghost else "Named"))
+            expected = self.oracle.reply(trigger, who)
+            self.check(lambda: core.resumed(participant=who), expected)
+        elif trigger in ("opened", "updated"):
             if trigger == "updated" and core.updating is not None:
                 who = Participant("same", core.updating)
             else:

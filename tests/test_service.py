@@ -7,6 +7,7 @@ specs/protocol.schema.json.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -33,6 +34,7 @@ from fsm_session import (
     SessionState,
     TokenExpired,
     WebSocketState,
+    tokens,
 )
 from fsm_session.events import (
     SessionLostEvent,
@@ -551,35 +553,45 @@ async def test_live_diagram_marks_the_current_state(server_url: str, mint: Mint)
         assert "class OPEN current" in drawing and "class OPENING previous" in drawing
 
 
-async def test_r14_a_dropped_connection_ends_the_session_truthfully(mint: Mint) -> None:
-    """R14: a drop while OPEN publishes the socket drop and a SessionLostEvent; ends CLOSED."""
+async def test_r14_a_session_the_backend_cannot_resume_is_lost(mint: Mint) -> None:
+    """R14: after a drop the client reconnects; a backend that no longer knows the participant
+    refuses the resume, and the session ends CLOSED with a SessionLostEvent."""
+    connections = 0
 
-    async def drop_after_open(request: WebSocketRequest) -> None:
+    async def drop_then_forget(request: WebSocketRequest) -> None:
+        nonlocal connections
+        connections += 1
         ws = await request.accept(subprotocol=SUBPROTOCOL)
         frame = json.loads(await ws.get_message())
-        reply = opened_reply(frame)
-        await ws.send_message(json.dumps(reply))
-        await trio.sleep(0.05)
-        await ws._stream.aclose()  # a drop, not a close handshake
+        if frame["type"] == "open":
+            await ws.send_message(json.dumps(opened_reply(frame)))
+            await trio.sleep(0.05)
+            await ws._stream.aclose()  # a drop, not a close handshake
+            return
+        refusal = {"type": "error", "id": frame["id"], "code": "unknown_participant"}
+        await ws.send_message(json.dumps({**refusal, "message": "who?", "rule": "R14"}))
+        await trio.sleep_forever()
 
     fds = open_fds()
     async with trio.open_nursery() as nursery:
         server = await nursery.start(
-            partial(serve_websocket, drop_after_open, "127.0.0.1", 0, None)
+            partial(serve_websocket, drop_then_forget, "127.0.0.1", 0, None)
         )
         url = f"ws://127.0.0.1:{server.port}/"
         async with service(url, mint("ext-ada")) as session, session.subscribe() as events:
             await session.open(ADA)
+            events.ready()  # what the open published
             seen = []
-            with trio.fail_after(3):
+            with trio.fail_after(5):
                 async for event in events:
                     seen.append(event)
                     if isinstance(event, SessionLostEvent):
                         break
             assert session.state is S.CLOSED and session.socket_state is W.CLOSED
-            assert socket_events(seen)[-1] == "CLOSED"
-            assert ("OPEN", "CLOSED", "lost") in state_events(seen)
-            assert seen[-1].reason == "connection_lost"
+            assert connections == 2
+            assert socket_events(seen) == ["CLOSED", "CONNECTING", "CONNECTED", "CLOSED"]
+            assert state_events(seen) == [("OPEN", "CLOSED", "lost")]
+            assert seen[-1].reason == "reconnect_failed"
         nursery.cancel_scope.cancel()
     assert open_fds() <= fds
 
@@ -598,3 +610,150 @@ async def test_r16_token_expiry_ends_the_session(server_url: str, mint: Mint) ->
         assert lost is not None and lost.reason == "token_expired"
         assert isinstance(lost.error, TokenExpired) and token not in str(lost.error)
         assert session.state is S.CLOSED
+
+
+def virtual_wall() -> Callable[[], float]:
+    """Seconds since the epoch that move with trio's (mock) clock, for token schedules."""
+    offset = time.time() - trio.current_time()
+    return lambda: offset + trio.current_time()
+
+
+async def test_r16_token_refreshed_at_half_life_and_sent_to_backend(
+    server_url: str, secret: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """R16: the callback is asked at 1/2 of the token's life; the backend takes the new token,
+    so the session outlives the first token's expiry."""
+    wall = virtual_wall()
+    calls: list[tuple[bool, float]] = []
+
+    async def refresh(is_expired: bool) -> str:
+        calls.append((is_expired, wall() - start))
+        return tokens.mint(secret, external_id="ext-ada", ttl=100, now=wall())
+
+    start = wall()
+    first = tokens.mint(secret, external_id="ext-ada", ttl=100, now=start)
+    config = ServiceConfig(wall_clock=wall)
+    async with open_session_service(
+        server_url, access_token=first, refresh_token=refresh, config=config
+    ) as session:
+        await session.open(ADA)
+        await trio.sleep(130)  # past the first token's expiry
+        assert session.state is S.OPEN
+        assert [flag for flag, _ in calls] == [False, False]  # 1/2 of each token's life
+        assert calls[0][1] == pytest.approx(50, abs=1)
+        await session.update(name="Ada L.")  # the connection works with the new token
+
+
+async def test_r16_refresh_failing_closes_at_expiry_without_leaking_the_token(
+    server_url: str,
+    secret: str,
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """R16: a callback that fails is asked at 1/2, 3/4 and expiry; then the session closes with
+    TokenExpired published, and the token appears in no log line."""
+    wall = virtual_wall()
+    flags: list[bool] = []
+
+    async def refresh(is_expired: bool) -> str:
+        flags.append(is_expired)
+        raise RuntimeError(f"no token today, but here is the old one: {token}")
+
+    token = tokens.mint(secret, external_id="ext-ada", ttl=100, now=wall())
+    config = ServiceConfig(wall_clock=wall)
+    async with (
+        open_session_service(
+            server_url, access_token=token, refresh_token=refresh, config=config
+        ) as session,
+        session.subscribe() as events,
+    ):
+        await session.open(ADA)
+        lost = None
+        with trio.fail_after(200):
+            async for event in events:
+                if isinstance(event, SessionLostEvent):
+                    lost = event
+                    break
+        assert lost is not None and lost.reason == "token_expired"
+        assert isinstance(lost.error, TokenExpired)
+        assert session.state is S.CLOSED
+        await trio.sleep(1)
+        assert flags[:2] == [False, False]
+    assert token not in caplog.text
+
+
+class StallingProxy:
+    """A loopback TCP proxy to ``port`` that can stop passing one connection's server bytes."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.connections = 0
+        self.stalled: set[int] = set()
+        self._never = trio.Event()
+
+    async def handle(self, client: trio.SocketStream) -> None:
+        self.connections += 1
+        number = self.connections
+        upstream = await trio.open_tcp_stream("127.0.0.1", self.port)
+        async with client, upstream, trio.open_nursery() as nursery:
+
+            async def pump(src: trio.SocketStream, dst: trio.SocketStream, held: bool) -> None:
+                try:
+                    while data := await src.receive_some(65536):
+                        if held and number in self.stalled:
+                            await self._never.wait()
+                        await dst.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(pump, client, upstream, False)
+            nursery.start_soon(pump, upstream, client, True)
+
+
+async def test_r15_missed_pong_is_a_loss_and_r14_the_session_resumes(
+    server_url: str, mint: Mint, autojump_clock: trio.testing.MockClock
+) -> None:
+    """R15: a pong that never comes is a connection loss. R14, R18: the client reconnects and
+    resumes the same participant; the session never leaves OPEN and publishes no state change."""
+    port = int(server_url.rsplit(":", 1)[1].strip("/"))
+    proxy = StallingProxy(port)
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(trio.serve_tcp, proxy.handle, 0)
+        url = f"ws://127.0.0.1:{listeners[0].socket.getsockname()[1]}/"
+        async with (
+            open_session_service(url, access_token=mint("ext-ada")) as session,
+            session.subscribe() as events,
+        ):
+            me = await session.open(ADA)
+            events.ready()
+            proxy.stalled.add(1)  # from now on no pong reaches the client
+            await trio.sleep(30 + 10 + 5)  # keepalive interval, pong timeout, reconnect
+            seen = events.ready()
+            assert socket_events(seen) == ["CLOSED", "CONNECTING", "CONNECTED"]
+            assert state_events(seen) == []  # R18: nothing but the socket moved
+            assert session.state is S.OPEN and session.participant == me
+            assert proxy.connections == 2
+            renamed = await session.update(name="Ada L.")
+            assert renamed.id == me.id
+        nursery.cancel_scope.cancel()
+
+
+async def test_r14_requests_made_while_reconnecting_wait_for_it(
+    server_url: str, mint: Mint, autojump_clock: trio.testing.MockClock
+) -> None:
+    """R14: an update made while the socket is down is sent once the session is resumed."""
+    port = int(server_url.rsplit(":", 1)[1].strip("/"))
+    proxy = StallingProxy(port)
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(trio.serve_tcp, proxy.handle, 0)
+        url = f"ws://127.0.0.1:{listeners[0].socket.getsockname()[1]}/"
+        async with open_session_service(url, access_token=mint("ext-ada")) as session:
+            me = await session.open(ADA)
+            proxy.stalled.add(1)
+            await trio.sleep(30 + 10 + 0.01)  # the pong is missed: reconnecting now
+            assert session.socket_state is not W.CONNECTED
+            renamed = await session.update(name="During")
+            assert renamed.id == me.id and renamed.info.name == "During"
+            assert session.state is S.OPEN and session.socket_state is W.CONNECTED
+        nursery.cancel_scope.cancel()
