@@ -30,6 +30,7 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, WebSocketConnec
 
 import fsm_session.server
 from fsm_session import tokens
+from fsm_session.errors import InvalidToken, SessionError, TokenExpired
 from fsm_session.models import Participant, ParticipantInfo
 from fsm_session.protocol import MAX_FRAME_BYTES, SUBPROTOCOL, CloseCode, ErrorCode
 from fsm_session.server import (
@@ -41,6 +42,7 @@ from fsm_session.server import (
 )
 from fsm_session.server.handlers import ConnectionState
 from fsm_session.server.registry import Registry
+from fsm_session.server.tokencache import VerifiedTokens
 from tests.frames import (
     validate_client_frame,
     validate_handshake_rejection,
@@ -903,6 +905,29 @@ async def test_p11_an_expired_token_ends_the_connection_unless_replaced(url: str
         assert (await client.resume(participant["id"]))["code"] == ErrorCode.UNKNOWN_PARTICIPANT
 
 
+async def test_p11_a_new_token_that_expires_sooner_ends_the_connection_sooner(url: str) -> None:
+    """The driver waits on one deadline per connection; a new token (P10) may bring it in."""
+    async with connect(url, token("alice")) as client:
+        await client.opened(info("Alice"))
+        short, expires_at = token_expiring_soon("alice")
+        assert (await client.refresh(short))["type"] == "token_accepted"
+        assert await client.receive() == {"type": "ended", "reason": "token_expired"}
+        assert time.time() >= expires_at
+        assert await client.closed_with() == CloseCode.TOKEN_EXPIRED
+
+
+async def test_p13_frames_keep_a_connection_open_past_the_idle_timeout(
+    nursery: trio.Nursery,
+) -> None:
+    url = await start(nursery, idle_timeout=0.3)
+    async with connect(url, token("alice")) as client:
+        await client.opened(info("Alice"))
+        for n in range(12):  # 0.6 s in all: twice the idle timeout.
+            await trio.sleep(0.05)
+            assert (await client.update(name=f"Alice {n}"))["type"] == "updated"
+        assert await client.closed_with() == CloseCode.IDLE
+
+
 # ---------------------------------------------------------------------------------------------
 # P2, P3, P5: frames the server cannot read.
 # ---------------------------------------------------------------------------------------------
@@ -1165,6 +1190,51 @@ def test_the_server_imports_only_the_sans_io_core() -> None:
             for name in names:
                 if name.split(".")[0] == "fsm_session":
                     assert ".".join(name.split(".")[:2]) in allowed, (source.name, name)
+
+
+# ---------------------------------------------------------------------------------------------
+# The cache of verified tokens.
+# ---------------------------------------------------------------------------------------------
+
+
+def test_verified_tokens_are_cached_and_still_expire() -> None:
+    cache = VerifiedTokens(SECRET, maxsize=2)
+    now = time.time()
+    first = token("alice", ttl=10, now=now)
+    claims = cache.verify(first, now=now)
+    assert claims.external_id == "alice" and len(cache) == 1
+    assert cache.verify(first, now=now + 5) is claims  # From the cache.
+    with pytest.raises(TokenExpired) as caught:
+        cache.verify(first, now=now + 10)  # Expiry is checked on every use.
+    assert caught.value.reason == "the access token has expired"
+    assert len(cache) == 0
+    with pytest.raises(InvalidToken):
+        cache.verify(bad_token(WRONG_SECRET), now=now)
+    assert len(cache) == 0  # Only tokens that verified are kept.
+    for external_id in ("a", "b", "c"):
+        cache.verify(token(external_id, now=now), now=now)
+    assert len(cache) == 2  # Bounded; the least recently used went first.
+    assert first not in repr(cache) and SECRET not in repr(cache)
+
+
+def test_verified_tokens_raise_as_verify_does() -> None:
+    """A cached and an uncached verification refuse the same tokens with the same errors."""
+    now = time.time()
+    cases = [token("alice", now=now - 7200), bad_token(WRONG_SECRET), "not a jwt", token("bob")]
+    cache = VerifiedTokens(SECRET)
+    for case in cases:
+        expected: object
+        try:
+            expected = tokens.verify(case, SECRET, now=now)
+        except SessionError as exc:
+            expected = (type(exc), str(exc))
+        results: list[object] = []
+        for _ in range(2):  # Uncached, then (if it verified) cached.
+            try:
+                results.append(cache.verify(case, now=now))
+            except SessionError as exc:
+                results.append((type(exc), str(exc)))
+        assert results == [expected, expected], case[:20]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 
 import trio
 import trio_websocket
@@ -27,7 +28,8 @@ from fsm_session.protocol import SUBPROTOCOL, CloseCode, ErrorCode, Message, enc
 from fsm_session.server.config import ServerConfig, check_secret
 from fsm_session.server.handlers import ConnectionState
 from fsm_session.server.registry import Registry
-from fsm_session.tokens import TokenClaims, verify
+from fsm_session.server.tokencache import VerifiedTokens
+from fsm_session.tokens import TokenClaims
 
 __all__ = ["serve"]
 
@@ -36,6 +38,10 @@ logger = logging.getLogger("fsm_session.server")
 # Frames trio-websocket may hold for us while we answer the previous one. Small, so a flooding
 # client meets TCP backpressure, but more than one, so a short burst does not stall its reader.
 _MESSAGE_QUEUE_SIZE = 8
+# Beyond this many times ``max_connections``, a new TCP connection is closed before its handshake
+# is read: up to it, one over the limit is read and answered 503 (P1), which costs up to a
+# handshake timeout; past it, a flood costs nothing but the accept.
+_UNREAD_FACTOR = 2
 
 
 async def serve(
@@ -93,11 +99,21 @@ def _peer(stream: trio.SocketStream) -> str:
 
 
 class _Activity(trio.abc.Stream):
-    """A stream that notes when its peer last sent anything (P13: any byte counts, pings too)."""
+    """A stream that notes when its peer last sent anything (P13: any byte counts, pings too).
+
+    It only notes the time: the driver reads it when its deadline fires, rather than moving a
+    deadline at every read. It also calls ``on_end`` when the peer hangs up or trio-websocket
+    closes the stream (after an unreadable request, say): trio-websocket's reader task then
+    stops, but ``wrap_server_stream`` would go on waiting for a request until the handshake
+    timeout, holding a connection slot (P1).
+    """
+
+    __slots__ = ("inner", "last_received", "on_end")
 
     def __init__(self, inner: trio.SocketStream) -> None:
         self.inner = inner
         self.last_received = trio.current_time()
+        self.on_end: Callable[[], None] | None = None
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await self.inner.send_all(data)
@@ -108,9 +124,13 @@ class _Activity(trio.abc.Stream):
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         data = await self.inner.receive_some(max_bytes)
         self.last_received = trio.current_time()
+        if not data and self.on_end is not None:
+            self.on_end()
         return data
 
     async def aclose(self) -> None:
+        if self.on_end is not None:
+            self.on_end()
         await self.inner.aclose()
 
 
@@ -121,11 +141,18 @@ class _Server:
         self.secret = secret
         self.config = config
         self.registry = Registry(resume_grace=config.resume_grace)
+        self.tokens = VerifiedTokens(secret)
         self.connections = 0
 
     async def handle_stream(self, stream: trio.SocketStream) -> None:
         """Serve one TCP connection; log, never raise, whatever goes wrong (except cancellation,
         which is the server stopping)."""
+        if self.connections >= _UNREAD_FACTOR * self.config.max_connections:
+            # Far over the limit (a flood of connections that never finish their handshake):
+            # hang up unread, so that each costs no task and no handshake timeout of waiting.
+            logger.debug("over %d connections: hung up unread", self.connections)
+            await trio.aclose_forcefully(stream)
+            return
         peer = _peer(stream)
         self.connections += 1
         try:
@@ -141,7 +168,15 @@ class _Server:
         async with trio.open_nursery() as nursery:
             try:
                 accepted: tuple[WebSocketConnection, TokenClaims] | None = None
+                ended = False
+
+                def end() -> None:
+                    nonlocal ended
+                    ended = True
+                    scope.cancel()
+
                 with trio.move_on_after(self.config.handshake_timeout) as scope:
+                    activity.on_end = end
                     request = await trio_websocket.wrap_server_stream(
                         nursery,
                         activity,
@@ -149,7 +184,11 @@ class _Server:
                         max_message_size=self.config.max_frame_bytes,
                     )
                     accepted = await self._handshake(request, peer)
-                if scope.cancelled_caught:
+                activity.on_end = None
+                if ended:
+                    accepted = None
+                    logger.debug("%s: the stream ended before the handshake did", peer)
+                elif scope.cancelled_caught:
                     logger.info("%s: no handshake within %g s", peer, self.config.handshake_timeout)
                 if accepted is not None:
                     ws, claims = accepted
@@ -186,7 +225,7 @@ class _Server:
             await _reject(request, 401, ErrorCode.INVALID_TOKEN, problem, peer)
             return None
         try:
-            claims = verify(token, self.secret, now=time.time())
+            claims = self.tokens.verify(token, now=time.time())
         except TokenExpired as exc:
             await _reject(request, 401, ErrorCode.TOKEN_EXPIRED, exc.reason, peer)
             return None
@@ -194,7 +233,7 @@ class _Server:
             await _reject(request, 401, ErrorCode.INVALID_TOKEN, exc.reason, peer)
             return None
         ws = await request.accept(subprotocol=SUBPROTOCOL)
-        logger.info("%s: connected", peer)
+        logger.debug("%s: connected", peer)
         return ws, claims
 
 
@@ -229,7 +268,18 @@ class _Connection:
     Only this task sends on the WebSocket. Another connection that takes this one's session
     (R17) only marks the state and cancels the wait for the next frame; this task then sends
     ``ended`` and closes, so no two tasks ever write to one socket.
+
+    One cancel scope serves many frames: its deadline is the earlier of the idle deadline (P13)
+    and the token's expiry (P11), set when the scope is entered, lowered when a new token
+    expires sooner, and otherwise left alone. The idle deadline is checked lazily: when the
+    scope's deadline fires, the driver looks at when the peer last sent a byte, and when that
+    was recent it enters a new scope with the later deadline. So a busy connection enters a
+    scope once per ``idle_timeout``, not once per frame. Only ``get_message`` (which is
+    cancel-safe) may be cancelled: each send runs shielded, and a wake-up from another
+    connection cancels the scope only while the driver waits for a frame.
     """
+
+    __slots__ = ("_scope", "activity", "config", "peer", "state", "ws")
 
     def __init__(
         self,
@@ -251,23 +301,30 @@ class _Connection:
             clock=trio.current_time,
             wall_clock=time.time,
             name=peer,
+            tokens=server.tokens,
         )
         self.state.wake = self._wake
-        self._waiting: trio.CancelScope | None = None
+        # The scope of the frame being waited for; None while the driver does anything else.
+        self._scope: trio.CancelScope | None = None
 
     def _wake(self) -> None:
-        if self._waiting is not None:
-            self._waiting.cancel()
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def _deadline(self) -> float:
+        """The earlier of the idle deadline and the token's expiry, on trio's clock."""
+        deadline = self.activity.last_received + self.config.idle_timeout
+        expires_at = self.state.expires_at()
+        if expires_at is not None:
+            # Token expiry is wall-clock time; trio's clock is monotonic.
+            deadline = min(deadline, trio.current_time() + (expires_at - time.time()))
+        return deadline
 
     async def run(self) -> None:
         state = self.state
         try:
             while state.ending is None:
-                frame = await self._next_frame()
-                if frame is not None:
-                    reply = state.receive(frame)
-                    if reply is not None:
-                        await self._send(reply)
+                await self._serve_frames()
             ending = state.ending
             # Release the session now, not after the close handshake, so that a client that
             # reconnects at once can already resume it.
@@ -277,38 +334,48 @@ class _Connection:
             with trio.move_on_after(self.config.close_timeout):
                 await self.ws.aclose(ending.code, ending.reason)
         except ConnectionClosed as exc:
-            logger.info("%s: connection closed (%s)", self.peer, _describe(exc))
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("%s: connection closed (%s)", self.peer, _describe(exc))
         except Exception:
             # A bug of the server outside any one request (those are answered internal_error).
             logger.exception("%s: closing after an unexpected error", self.peer)
             with trio.move_on_after(self.config.close_timeout):
                 await self.ws.aclose(CloseCode.INTERNAL_ERROR, "internal error")
         finally:
+            self._scope = None
             state.connection_closed()
 
-    async def _next_frame(self) -> str | bytes | None:
-        """The next frame, or ``None`` after waking up for a deadline or another connection."""
+    async def _serve_frames(self) -> None:
+        """Read and answer frames until the connection must end or the deadline fires."""
         state = self.state
-        deadline = self.activity.last_received + self.config.idle_timeout
-        expires_at = state.expires_at()
-        if expires_at is not None:
-            # Token expiry is wall-clock time; trio's clock is monotonic.
-            deadline = min(deadline, trio.current_time() + (expires_at - time.time()))
-        frame: str | bytes | None = None
-        with trio.CancelScope(deadline=deadline) as self._waiting:
-            try:
-                frame = await self.ws.get_message()  # Cancel-safe: no frame is lost.
-            finally:
-                self._waiting = None
-        if frame is None:
+        ws = self.ws
+        claims = state.claims
+        with trio.CancelScope(deadline=self._deadline()) as scope:
+            while state.ending is None:
+                self._scope = scope
+                try:
+                    frame = await ws.get_message()  # Cancel-safe: no frame is lost.
+                finally:
+                    self._scope = None
+                reply = state.receive(frame)
+                if reply is not None:
+                    # send_message is not cancel-safe: a deadline passing now is delivered at
+                    # the next get_message instead.
+                    scope.shield = True
+                    try:
+                        await self._send(reply)
+                    finally:
+                        scope.shield = False
+                if state.claims is not claims:
+                    claims = state.claims  # A new token (P10) may expire sooner.
+                    scope.deadline = min(scope.deadline, self._deadline())
+        if scope.cancelled_caught:
             state.check_token()
-            idle_since = self.activity.last_received
             if (
                 state.ending is None
-                and trio.current_time() >= idle_since + self.config.idle_timeout
+                and trio.current_time() >= self.activity.last_received + self.config.idle_timeout
             ):
                 state.idle()
-        return frame
 
     async def _send(self, message: Message) -> None:
         await self.ws.send_message(encode(message))

@@ -46,7 +46,8 @@ from fsm_session.protocol import (
 )
 from fsm_session.server.config import ServerConfig
 from fsm_session.server.registry import Registry, SessionRecord
-from fsm_session.tokens import TokenClaims, verify
+from fsm_session.server.tokencache import VerifiedTokens
+from fsm_session.tokens import TokenClaims
 
 __all__ = ["ConnectionState", "Ending"]
 
@@ -62,6 +63,10 @@ class Ending:
     frames: tuple[Message, ...] = ()
 
 
+def _nothing() -> None:
+    pass
+
+
 def _error(rid: int | None, code: str, message: str, rule: str | None) -> ErrorReply:
     return ErrorReply(id=rid, code=code, message=message, rule=rule)
 
@@ -72,7 +77,28 @@ class ConnectionState:
     Implements :class:`~fsm_session.server.registry.Holder`: when another connection opens the
     same participant, :meth:`session_ended` takes the session away and sets :attr:`ending`,
     then calls ``wake`` so that the driver notices while it waits for the next frame.
+
+    Log lines about one connection's ordinary life (opened, closed, resumed) are DEBUG, so that
+    an INFO log costs nothing per request; what ends a connection against the client's will
+    (switched, expired, a broken frame) stays INFO.
     """
+
+    # One per connection: slots keep it small and its attribute reads fast.
+    __slots__ = (
+        "_allowance",
+        "_allowance_at",
+        "_clock",
+        "_tokens",
+        "_wall_clock",
+        "claims",
+        "config",
+        "ending",
+        "last_id",
+        "name",
+        "registry",
+        "session",
+        "wake",
+    )
 
     def __init__(
         self,
@@ -84,24 +110,27 @@ class ConnectionState:
         clock: Callable[[], float],
         wall_clock: Callable[[], float],
         name: str = "connection",
+        tokens: VerifiedTokens | None = None,
     ) -> None:
+        # ``tokens`` verifies ``token`` requests; the server shares one cache among all its
+        # connections. Without one, tokens are verified with ``secret`` and nothing is cached.
         self.registry = registry
-        self._secret = secret
+        self._tokens = VerifiedTokens(secret, maxsize=0) if tokens is None else tokens
+        # What the connection's current access token says (P1, P10).
         self.claims = claims
-        """What the connection's current access token says (P1, P10)."""
         self.config = config
         self._clock = clock
         self._wall_clock = wall_clock
+        # How log lines name this connection (its peer's address).
         self.name = name
-        """How log lines name this connection (its peer's address)."""
+        # The session this connection holds, if any.
         self.session: SessionRecord | None = None
-        """The session this connection holds, if any."""
+        # The highest request ID read so far (P3).
         self.last_id = 0
-        """The highest request ID read so far (P3)."""
+        # Set when the connection must close; no further frame is read.
         self.ending: Ending | None = None
-        """Set when the connection must close; no further frame is read."""
-        self.wake: Callable[[], None] = lambda: None
-        """Called when :attr:`ending` is set from outside (another connection's open)."""
+        # Called when ``ending`` is set from outside (another connection's open).
+        self.wake: Callable[[], None] = _nothing
         self._allowance = config.max_requests_per_second
         self._allowance_at = clock()
 
@@ -210,7 +239,7 @@ class ConnectionState:
         """The connection is gone. A session still held stays resumable for a while (P9)."""
         if self.session is not None:
             self.registry.drop(self.session, now=self._clock())
-            logger.info(
+            logger.debug(
                 "%s: connection ended; session %s is resumable for %g s",
                 self.name,
                 self.session.participant.id,
@@ -258,7 +287,7 @@ class ConnectionState:
             )
             return _error(request.id, ErrorCode.SESSION_ALREADY_OPEN, reason, "R5")
         self.session = self.registry.open(self, info, token_external_id, now=self._clock())
-        logger.info("%s: opened %s", self.name, self.session.participant.id)
+        logger.debug("%s: opened %s", self.name, self.session.participant.id)
         return Opened(request.id, self.session.participant)
 
     def on_update(self, request: Update) -> Message:
@@ -281,7 +310,7 @@ class ConnectionState:
     def on_close(self, request: Close) -> Message:
         """P8: end the session for good (it is not resumable); ``closed`` even without one."""
         if self.session is not None:
-            logger.info("%s: closed %s", self.name, self.session.participant.id)
+            logger.debug("%s: closed %s", self.name, self.session.participant.id)
             self.registry.end(self.session)
             self.session = None
         return Closed(request.id)
@@ -308,13 +337,13 @@ class ConnectionState:
                 "R14",
             )
         self.session = record
-        logger.info("%s: resumed %s", self.name, record.participant.id)
+        logger.debug("%s: resumed %s", self.name, record.participant.id)
         return Resumed(request.id, record.participant)
 
     def on_token(self, request: RefreshToken) -> Message:
         """P10: replace the connection's access token (R16; R3 for a session's external ID)."""
         try:
-            claims = verify(request.token, self._secret, now=self._wall_clock())
+            claims = self._tokens.verify(request.token, now=self._wall_clock())
         except TokenExpired as exc:
             return _error(request.id, ErrorCode.TOKEN_EXPIRED, exc.reason, "R16")
         except InvalidToken as exc:
