@@ -780,3 +780,38 @@ class SessionRules(RuleBasedStateMachine):
 
 SessionRules.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
 TestSessionRules = SessionRules.TestCase
+
+
+def _script(core: SessionCore) -> list[tuple[object, ...]]:
+    trace: list[tuple[object, ...]] = []
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("open", {"info": ADA}),
+        ("open", {"info": ADA}),
+        ("opened", {"participant": ADA_P}),
+        ("update", {"name": "Ada L.", "avatar_url": None}),
+        ("updated", {"participant": Participant("p-ada", ParticipantInfo("Ada L.", "ext-ada"))}),
+        ("update", {"name": " ", "avatar_url": None}),
+        ("connection_lost", {}),
+        ("resumed", {"participant": ADA_P}),
+        ("close", {}),
+        ("closed", {}),
+        ("open", {"info": MISSING}),
+        ("lost", {}),
+    ]
+    for trigger, kwargs in calls:
+        try:
+            outcome: object = getattr(core, trigger)(**kwargs)
+        except SessionError as error:
+            outcome = (type(error), error.rule)
+        trace.append((trigger, outcome, core.state, core.last, core.identity, core.participant))
+    return trace
+
+
+def test_short_path_and_transitions_own_path_agree(caplog: pytest.LogCaptureFixture) -> None:
+    """The machine's short path through transitions takes the same rows as transitions' own
+    code, which runs whenever someone listens to its log."""
+    fast = _script(SessionCore(token_external_id="ext-ada"))
+    with caplog.at_level("DEBUG", logger="transitions.core"):
+        slow = _script(SessionCore(token_external_id="ext-ada"))
+    assert any("Initiating transition" in message for message in caplog.messages)
+    assert fast == slow
