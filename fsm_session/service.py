@@ -206,6 +206,24 @@ _REQUEST_TRIGGERS: Final = {
 class SessionService(TransportListener):
     """A client's session with a backend. Create it with :func:`open_session_service`."""
 
+    __slots__ = (
+        "_claims",
+        "_close_flight",
+        "_core",
+        "_last_id",
+        "_nursery",
+        "_open_flight",
+        "_pending",
+        "_reconnecting",
+        "_refresh_token",
+        "_subscribers",
+        "_token",
+        "_transport",
+        "_update_flight",
+        "_work",
+        "config",
+    )
+
     def __init__(
         self,
         url: str,
@@ -463,7 +481,8 @@ class SessionService(TransportListener):
         finally:
             if self._open_flight is flight:
                 self._open_flight = None
-            flight.fail(RequestAborted("the service ended", trigger="open", state=self.state))
+            if not flight.done.is_set():
+                flight.fail(RequestAborted("the service ended", trigger="open", state=self.state))
 
     async def _run_update(
         self, flight: _Flight[Participant], name: str | None, avatar_url: str | None
@@ -484,7 +503,8 @@ class SessionService(TransportListener):
         finally:
             if self._update_flight is flight:
                 self._update_flight = None
-            flight.fail(RequestAborted("the service ended", trigger="update", state=self.state))
+            if not flight.done.is_set():
+                flight.fail(RequestAborted("the service ended", trigger="update", state=self.state))
 
     async def _run_close(self, flight: _Flight[None]) -> None:
         try:

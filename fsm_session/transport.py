@@ -17,6 +17,7 @@ trio-websocket (see ``specs/protocol.md`` and the project's design notes):
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
@@ -67,6 +68,8 @@ class TransportConfig:
 class TransportListener:
     """What the transport tells its owner. All calls come from trio tasks, never concurrently."""
 
+    __slots__ = ()
+
     def socket_changed(self, old: WebSocketState, new: WebSocketState) -> None:
         """The socket machine moved (rule S1)."""
 
@@ -102,6 +105,25 @@ def _first(group: BaseException, kind: type[BaseException]) -> BaseException | N
 
 class Transport:
     """One WebSocket connection at a time to ``url``, its tasks run in ``nursery``."""
+
+    __slots__ = (
+        "_abort_error",
+        "_closing_by_us",
+        "_finished",
+        "_handshake_over",
+        "_host",
+        "_host_header",
+        "_listener",
+        "_nursery",
+        "_port",
+        "_resource",
+        "_scope",
+        "_send_lock",
+        "_ws",
+        "config",
+        "socket",
+        "url",
+    )
 
     def __init__(
         self,
@@ -191,15 +213,13 @@ class Transport:
                 with trio.CancelScope() as scope:
                     self._scope = scope
                     self._move("connected")
-                    if self.config.keepalive_interval is not None:
-                        inner.start_soon(self._keepalive, ws)
                     task_status.started()
                     error = await self._read(ws)
                 # The library's reader task completes a close handshake: cancel it only once
                 # the handshake is over (ours, in close(), or the peer's, answered here).
                 if self._closing_by_us:
                     await self._handshake_over.wait()
-                elif not scope.cancelled_caught:
+                elif not scope.cancelled_caught and self._abort_error is None:
                     with trio.move_on_after(self.config.close_timeout):
                         await ws.aclose()
                 inner.cancel_scope.cancel()
@@ -239,36 +259,47 @@ class Transport:
         return ConnectionFailed(f"cannot connect to {self.url}: {cause!r}", rule="P1")
 
     async def _read(self, ws: WebSocketConnection) -> SessionError:
-        """The reader: decode each frame and hand it over, until the connection ends."""
-        while True:
-            try:
-                text = await ws.get_message()
-            except ConnectionClosed as exc:
-                code = exc.reason.code if exc.reason is not None else None
-                return ConnectionLost(f"the connection closed (code {code})", rule="R14")
-            try:
-                message = decode_reply(text)
-            except RemoteProtocolError as exc:
-                log.warning("closing the connection: %s", exc)
-                with trio.CancelScope(shield=True), trio.move_on_after(self.config.close_timeout):
-                    await ws.aclose(CloseCode.PROTOCOL_ERROR, "bad frame")
-                return exc
-            self._listener.received(message)
+        """The reader: decode each frame and hand it over, until the connection ends.
 
-    async def _keepalive(self, ws: WebSocketConnection) -> None:
-        """Ping on an interval; a missed pong aborts the connection as lost (rule R15)."""
-        interval, timeout = self.config.keepalive_interval, self.config.keepalive_timeout
-        assert interval is not None
+        It also keeps the connection alive (rule R15): every ``keepalive_interval`` it pings,
+        and a pong missing after ``keepalive_timeout`` ends the connection as lost. One task
+        and one deadline per interval do both, rather than a task of its own per connection.
+        """
+        interval = self.config.keepalive_interval
         while True:
-            await trio.sleep(interval)
-            with trio.move_on_after(timeout) as timer:
-                try:
-                    await ws.ping()
-                except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
-                    return  # the reader reports the end of the connection
-            if timer.cancelled_caught:
-                self.abort(ConnectionLost(f"no pong within {timeout} s", rule="R15"))
-                return
+            deadline = math.inf if interval is None else trio.current_time() + interval
+            with trio.CancelScope(deadline=deadline):
+                while True:
+                    try:
+                        text = await ws.get_message()  # cancel-safe: no frame is lost
+                    except ConnectionClosed as exc:
+                        code = exc.reason.code if exc.reason is not None else None
+                        return ConnectionLost(f"the connection closed (code {code})", rule="R14")
+                    try:
+                        message = decode_reply(text)
+                    except RemoteProtocolError as exc:
+                        log.warning("closing the connection: %s", exc)
+                        with (
+                            trio.CancelScope(shield=True),
+                            trio.move_on_after(self.config.close_timeout),
+                        ):
+                            await ws.aclose(CloseCode.PROTOCOL_ERROR, "bad frame")
+                        return exc
+                    self._listener.received(message)
+            if not await self._pong(ws):
+                timeout = self.config.keepalive_timeout
+                self._abort_error = ConnectionLost(f"no pong within {timeout} s", rule="R15")
+                return self._abort_error
+
+    async def _pong(self, ws: WebSocketConnection) -> bool:
+        """Ping and wait for the pong; ``False`` when it does not come in time (rule R15)."""
+        with trio.move_on_after(self.config.keepalive_timeout):
+            try:
+                await ws.ping()
+            except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+                return True  # the connection is ending; the reader says so next
+            return True
+        return False
 
     async def send(self, text: str) -> None:
         """Send one frame, shielded from cancellation (a cut frame would poison the stream).
@@ -291,20 +322,6 @@ class Transport:
             error = ConnectionLost(f"no send within {self.config.send_timeout} s", rule="R14")
             self.abort(error)
             raise error
-
-    async def ping(self) -> bool:
-        """Ping the peer and wait for the pong; ``False`` when the connection is gone (R15).
-
-        The caller bounds the wait (keepalive treats a missed pong as a connection loss).
-        """
-        ws = self._ws
-        if ws is None:
-            return False
-        try:
-            await ws.ping()
-        except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
-            return False
-        return True
 
     async def close(self) -> None:
         """Close the connection gracefully, bounded by ``close_timeout``; the socket ends CLOSED.
