@@ -402,12 +402,14 @@ class SessionService(TransportListener):
         subscriber = _Subscriber(send)
         self._subscribers.append(subscriber)
         try:
-            async with receive:
-                yield EventStream(receive, subscriber)
+            yield EventStream(receive, subscriber)
         finally:
+            # Unsubscribe before closing, with no checkpoint between: a publish in between
+            # would find the receiving end closed.
             if subscriber in self._subscribers:
                 self._subscribers.remove(subscriber)
             send.close()
+            receive.close()
 
     @property
     def subscriber_count(self) -> int:
@@ -431,8 +433,8 @@ class SessionService(TransportListener):
                 subscriber.overflowed = True
                 subscriber.send.close()
                 self._subscribers.remove(subscriber)
-            except trio.ClosedResourceError:  # pragma: no cover - removed on close
-                self._subscribers.remove(subscriber)
+            except (trio.ClosedResourceError, trio.BrokenResourceError):  # pragma: no cover
+                self._subscribers.remove(subscriber)  # unsubscribed before it closes; to be safe
 
     def socket_changed(self, old: WebSocketState, new: WebSocketState) -> None:
         self._publish(SocketStateChangeEvent(new, old))
@@ -475,8 +477,11 @@ class SessionService(TransportListener):
             flight.finish(reply.participant)
         except SessionError as error:
             if self._core.state is _S.OPENING:
-                self._fire("open_failed")
+                # Close the socket first: until the session is CLOSED no other open can start
+                # and find a socket still going down.
                 await self._transport.close()
+                if self._core.state is _S.OPENING:
+                    self._fire("open_failed")
             flight.fail(error)
         finally:
             if self._open_flight is flight:
@@ -491,7 +496,7 @@ class SessionService(TransportListener):
             reply = await self._exchange(
                 lambda rid: Update(rid, name, avatar_url),
                 "update",
-                lambda: self._core.updating is not None,
+                lambda: self._core.updating is not None and self._core.is_open(),
             )
             assert isinstance(reply, Updated)
             self._fire("updated", participant=reply.participant)
@@ -609,20 +614,25 @@ class SessionService(TransportListener):
         if self._core.is_open():
             if self.config.reconnect.give_up_after > 0:
                 self._reconnecting = trio.Event()
-                self._nursery.start_soon(self._reconnect, error)
+                # Registered now, not when the task starts: a close() in between must stop it.
+                scope = trio.CancelScope()
+                self._work.add(scope)
+                self._nursery.start_soon(self._reconnect, error, scope)
             else:
                 self._lose("connection_lost", error)
 
-    async def _reconnect(self, error: SessionError) -> None:
-        """Get the connection back and resume the same participant, or give up (R14, R18)."""
+    async def _reconnect(self, error: SessionError, scope: trio.CancelScope) -> None:
+        """Get the connection back and resume the same participant, or give up (R14, R18).
+
+        ``scope`` is work tied to the session: ``close()`` cancels it and so stops the loop.
+        """
         policy = self.config.reconnect
         give_up_at = trio.current_time() + policy.give_up_after
         delay = policy.initial_delay
         resumed = False
         try:
-            with trio.CancelScope() as scope:
-                self._work.add(scope)  # close() stops the reconnect
-                while not resumed:
+            with scope:
+                while not resumed and self._core.is_open():
                     await trio.sleep(delay)
                     final = False
                     try:

@@ -109,6 +109,7 @@ class Transport:
     __slots__ = (
         "_abort_error",
         "_closing_by_us",
+        "_down",
         "_finished",
         "_handshake_over",
         "_host",
@@ -148,6 +149,8 @@ class Transport:
         self._scope: trio.CancelScope | None = None
         self._finished = trio.Event()
         self._finished.set()
+        self._down = trio.Event()
+        self._down.set()
         self._handshake_over = trio.Event()
         self._send_lock = trio.Lock()
         self._closing_by_us = False
@@ -160,6 +163,8 @@ class Transport:
     def _move(self, trigger: str) -> None:
         old = self.socket.state
         getattr(self.socket, trigger)()
+        if self.socket.state is WebSocketState.CLOSED:
+            self._down.set()
         self._listener.socket_changed(old, self.socket.state)
 
     async def connect(self, token: str) -> None:
@@ -173,6 +178,7 @@ class Transport:
             raise LocalProtocolError(
                 "connect() needs a CLOSED socket", rule="S1", trigger="connect", state=self.state
             )
+        self._down = trio.Event()
         self._move("connect")
         self._finished = trio.Event()
         self._handshake_over = trio.Event()
@@ -346,9 +352,16 @@ class Transport:
         self._move("closed")
 
     async def settle(self) -> None:
-        """Wait until an aborted connection has finished going down."""
-        if self._abort_error is not None:
-            await self._finished.wait()
+        """Wait until a connection that is going down (aborted, dropping or closing) is down.
+
+        Afterwards the socket is CLOSED, or CONNECTED to a connection nobody is ending.
+        """
+        state = self.socket.state
+        ending = state is WebSocketState.CLOSING or (
+            state is WebSocketState.CONNECTED and self._abort_error is not None
+        )
+        if ending:
+            await self._down.wait()
 
     def abort(self, error: SessionError | None = None) -> None:
         """Drop the connection now, without a close handshake; the drop is reported as usual."""

@@ -353,6 +353,17 @@ def test_r11_close_while_opening_and_when_closed() -> None:
     assert core.state is S.CLOSED
 
 
+def test_r11_close_abandons_the_update_in_flight() -> None:
+    """R11: closing drops the update in flight; its late reply is refused (M1)."""
+    core = opened_core()
+    core.update(name="Ada L.")
+    core.close()
+    assert core.updating is None
+    with pytest.raises(TransitionNotAllowed) as caught:
+        core.updated(Participant("p-ada", ParticipantInfo("Ada L.", "ext-ada")))
+    assert caught.value.rule == "M1" and core.state is S.CLOSING
+
+
 def test_r12_open_and_close_any_number_of_times() -> None:
     """R12: cycles repeat without limit and leave nothing behind."""
     core = SessionCore(token_external_id="ext-ada")
