@@ -1,4 +1,4 @@
-"""The ``fsm-session`` command: serve, token, demo, diagram, paths."""
+"""The ``fsm-session`` command: serve, token, demo, diagram, paths, conform."""
 
 from __future__ import annotations
 
@@ -71,6 +71,12 @@ def _paths(args: argparse.Namespace) -> int:
     return paths_command(args.machine)
 
 
+def _conform(args: argparse.Namespace) -> int:
+    from fsm_session.testing.conformance import conform_command
+
+    return conform_command(args.url, examples=args.examples, seed=args.seed)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="fsm-session",
@@ -112,6 +118,20 @@ def parser() -> argparse.ArgumentParser:
     )
     paths.add_argument("--machine", choices=["session", "socket"], default="session")
     paths.set_defaults(run=_paths)
+
+    conform = commands.add_parser(
+        "conform",
+        help="check a backend against the written rules (needs FSM_SESSION_SECRET)",
+        description="Run the conformance kit against the backend at URL, minting tokens with "
+        "FSM_SESSION_SECRET. Prints a per-rule table, the transition coverage and the shortest "
+        "failing sequence of each broken rule; exits 1 when a rule is broken.",
+    )
+    conform.add_argument("url", metavar="URL", help="the backend, e.g. ws://127.0.0.1:8765/")
+    conform.add_argument(
+        "--examples", type=int, default=15, help="Hypothesis examples to explore (0: none)"
+    )
+    conform.add_argument("--seed", type=int, default=0, help="the seed of the exploration")
+    conform.set_defaults(run=_conform)
     return top
 
 

@@ -1,0 +1,66 @@
+"""The conformance kit: check any backend against ``specs/session.md`` and ``specs/protocol.md``.
+
+* :func:`check_backend`: drive real :class:`~fsm_session.service.SessionService` objects (and a
+  raw WebSocket client, for what the client's own guards would hide) against a backend URL and
+  return a :class:`ConformanceReport`: per rule, passed or broken with the shortest failing call
+  sequence, and which rows of the session machine were covered.
+* :mod:`fsm_session.testing.strategies`: Hypothesis strategies for participant infos (valid and
+  invalid), tokens and call sequences.
+* :class:`LoopbackProxy`: the TCP proxy the kit puts between a service and the backend to watch
+  frames, hold replies and cut connections.
+* :mod:`fsm_session.testing.plugin`: pytest fixtures (a loopback reference server, a token
+  minter, a session service, the conformance check) and the ``--fsm-session-url`` option.
+
+Needs Hypothesis (``pip install 'fsm_session[testing]'``). Names are imported on first use, so
+that the pytest plugin, which pytest loads in every run, costs nothing until a fixture is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fsm_session.testing.conformance import (
+        CHECKS,
+        NOT_REACHABLE,
+        ConformanceReport,
+        MintToken,
+        RuleResult,
+        RuleViolation,
+        check_backend,
+        conform_command,
+        format_report,
+        token_minter,
+    )
+    from fsm_session.testing.portal import TrioPortal
+    from fsm_session.testing.proxy import Frame, LoopbackProxy
+
+__all__ = [
+    "CHECKS",
+    "NOT_REACHABLE",
+    "ConformanceReport",
+    "Frame",
+    "LoopbackProxy",
+    "MintToken",
+    "RuleResult",
+    "RuleViolation",
+    "TrioPortal",
+    "check_backend",
+    "conform_command",
+    "format_report",
+    "token_minter",
+]
+
+_HOMES = {
+    "TrioPortal": "portal",
+    "Frame": "proxy",
+    "LoopbackProxy": "proxy",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = importlib.import_module(f"{__name__}.{_HOMES.get(name, 'conformance')}")
+    return getattr(module, name)
