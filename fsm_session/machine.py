@@ -409,7 +409,6 @@ SESSION_TABLE: Final[Mapping[SessionState, tuple[On, ...]]] = {
         On("open", S.OPENING, do=(begin_ghost,), effect=Effect.SEND_OPEN, rule="R6"),
         On("close", rule="R11"),
         On("connection_lost", rule="R14"),
-        On("lost", rule="R14"),
     ),
     S.OPENING: (
         On("open", guards=(info_is_valid_if_given, same_identity), effect=Effect.JOIN_OPEN,
@@ -474,6 +473,7 @@ SESSION_REFUSALS: Final[Mapping[str, Refusal]] = {
     "update_failed": Refusal(TransitionNotAllowed, "M1", "no update is in flight"),
     "resumed": Refusal(TransitionNotAllowed, "M1", "only an open session can be resumed"),
     "closed": Refusal(TransitionNotAllowed, "M1", "no close is in flight"),
+    "lost": Refusal(TransitionNotAllowed, "M1", "there is no session to lose"),
 }  # fmt: skip
 
 W = WebSocketState

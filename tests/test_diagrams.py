@@ -152,7 +152,7 @@ def test_edge_label_notation() -> None:
         "open [has_info] {info_is_valid, external_id_matches_token} / send_open"
     )
     assert edge_label(edges["CLOSED", "open", 2]) == "open / send_open"
-    assert edge_label(edges["CLOSED", "lost", 5]) == "lost"
+    assert edge_label(edges["CLOSED", "connection_lost", 4]) == "connection_lost"
 
 
 # --------------------------------------------------------------------------------------------

@@ -665,8 +665,11 @@ class Oracle:
         if self.state in ("OPENING", "CLOSING"):
             self.state, self.opening, self.updating, self.participant = "CLOSED", None, None, None
 
-    def lost(self) -> None:
+    def lost(self) -> Effect | type[SessionError]:
+        if self.state == "CLOSED":
+            return TransitionNotAllowed  # M1: nothing to lose
         self.state, self.opening, self.updating, self.participant = "CLOSED", None, None, None
+        return Effect.NOTHING
 
 
 class SessionRules(RuleBasedStateMachine):
@@ -760,8 +763,7 @@ class SessionRules(RuleBasedStateMachine):
     @rule()
     def lost(self) -> None:
         assert self.core and self.oracle
-        self.oracle.lost()
-        self.check(self.core.lost, Effect.NOTHING)
+        self.check(self.core.lost, self.oracle.lost())
 
     @invariant()
     def agrees_with_oracle(self) -> None:
