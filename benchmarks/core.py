@@ -277,7 +277,6 @@ BASELINE_ROWS: dict[tuple[SessionState, str], tuple[Row, ...]] = {
     ),
     (S.CLOSED, "close"): (Row(),),
     (S.CLOSED, "connection_lost"): (Row(),),
-    (S.CLOSED, "lost"): (Row(),),
     (S.OPENING, "open"): (Row(guards=(INFO_OK_IF_GIVEN, SAME), effect=Effect.JOIN_OPEN),),
     (S.OPENING, "opened"): (
         Row(S.OPEN, when=(b_opening_named,), guards=(REPLY_OK,), do=(b_become_open,)),
@@ -297,7 +296,7 @@ BASELINE_ROWS: dict[tuple[SessionState, str], tuple[Row, ...]] = {
     (S.OPEN, "updated"): (Row(guards=(IN_FLIGHT, REPLY_OK), do=(b_apply_update,)),),
     (S.OPEN, "update_failed"): (Row(guards=(IN_FLIGHT,), do=(b_forget_update,)),),
     (S.OPEN, "resumed"): (Row(guards=(REPLY_OK, SAME_PARTICIPANT), do=(b_resume,)),),
-    (S.OPEN, "close"): (Row(S.CLOSING, effect=Effect.SEND_CLOSE),),
+    (S.OPEN, "close"): (Row(S.CLOSING, do=(b_forget_update,), effect=Effect.SEND_CLOSE),),
     (S.OPEN, "connection_lost"): (Row(),),
     (S.OPEN, "lost"): (Row(S.CLOSED, do=(b_forget_session,)),),
     (S.GHOST, "open"): (Row(guards=(INFO_OK_IF_GIVEN, SAME), effect=Effect.RETURN_PARTICIPANT),),
@@ -315,7 +314,7 @@ BASELINE_ROWS: dict[tuple[SessionState, str], tuple[Row, ...]] = {
             do=(b_resume_named_ghost,)),
         Row(guards=(REPLY_OK, SAME_PARTICIPANT), do=(b_resume,)),
     ),
-    (S.GHOST, "close"): (Row(S.CLOSING, effect=Effect.SEND_CLOSE),),
+    (S.GHOST, "close"): (Row(S.CLOSING, do=(b_forget_update,), effect=Effect.SEND_CLOSE),),
     (S.GHOST, "connection_lost"): (Row(),),
     (S.GHOST, "lost"): (Row(S.CLOSED, do=(b_forget_session,)),),
     (S.CLOSING, "close"): (Row(effect=Effect.JOIN_CLOSE),),
@@ -333,6 +332,7 @@ BASELINE_REFUSALS: dict[str, tuple[type[TransitionNotAllowed], str]] = {
     "update_failed": (TransitionNotAllowed, "M1"),
     "resumed": (TransitionNotAllowed, "M1"),
     "closed": (TransitionNotAllowed, "M1"),
+    "lost": (TransitionNotAllowed, "M1"),
 }
 
 
