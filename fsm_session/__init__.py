@@ -37,6 +37,7 @@ from fsm_session.models import Participant, ParticipantInfo
 from fsm_session.service import (
     EventsDropped,
     EventStream,
+    ReconnectPolicy,
     ServiceConfig,
     SessionService,
     open_session_service,
@@ -58,6 +59,7 @@ __all__ = [
     "Participant",
     "ParticipantInfo",
     "ProtocolError",
+    "ReconnectPolicy",
     "RemoteProtocolError",
     "RequestAborted",
     "ServiceConfig",
