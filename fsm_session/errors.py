@@ -66,6 +66,18 @@ class SessionError(Exception):
             self.code = code
         super().__init__(self._format())
 
+    def locate(self, trigger: str, state: Enum) -> SessionError:
+        """Name the call and the state this error reached, where it did not say (returns self).
+
+        Errors from the transport know nothing of the session; the service fills them in.
+        """
+        if self.trigger is None:
+            self.trigger = trigger
+        if self.state is None:
+            self.state = state
+        self.args = (self._format(),)
+        return self
+
     def _format(self) -> str:
         where = []
         if self.rule is not None:

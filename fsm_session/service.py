@@ -476,6 +476,7 @@ class SessionService(TransportListener):
             self._fire("opened", participant=reply.participant)
             flight.finish(reply.participant)
         except SessionError as error:
+            error.locate("open", _S.OPENING)
             if self._core.state is _S.OPENING:
                 # Close the socket first: until the session is CLOSED no other open can start
                 # and find a socket still going down.
@@ -492,6 +493,7 @@ class SessionService(TransportListener):
     async def _run_update(
         self, flight: _Flight[Participant], name: str | None, avatar_url: str | None
     ) -> None:
+        state = self._core.state
         try:
             reply = await self._exchange(
                 lambda rid: Update(rid, name, avatar_url),
@@ -502,6 +504,7 @@ class SessionService(TransportListener):
             self._fire("updated", participant=reply.participant)
             flight.finish(reply.participant)
         except SessionError as error:
+            error.locate("update", state)
             if self._core.updating is not None and self._core.is_open():
                 self._fire("update_failed")
             flight.fail(error)

@@ -57,3 +57,13 @@ def test_errors_pickle_with_their_attributes() -> None:
         SessionState.CLOSED,
         str(error),
     )
+
+
+def test_locate_fills_in_only_what_is_missing() -> None:
+    """An error from the transport is told the call and state it reached; set ones stay."""
+    error = fs.ConnectionFailed("no route", rule="P1")
+    assert error.locate("open", SessionState.OPENING) is error
+    assert str(error) == "no route (rule P1, trigger 'open', state OPENING)"
+    named = fs.SessionNotOpen("closed", trigger="update", state=SessionState.CLOSED)
+    named.locate("open", SessionState.OPENING)
+    assert (named.trigger, named.state) == ("update", SessionState.CLOSED)
