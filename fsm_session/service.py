@@ -1,67 +1,48 @@
-"""The session service: the state machine driving a real trio-websocket connection.
+"""The session service: a thin trio driver around the sans-I/O client protocol.
 
-Each public method fires a trigger of the session machine, whose guards enforce the rules of
-``specs/session.md``; the effect the transition asks for is carried out here, and the backend's
-answer comes back as the next trigger. No session state lives here: the machine holds it.
+Each public method fires a trigger through :class:`~fsm_session.client_protocol.ClientProtocol`,
+whose machine's guards enforce the rules of ``specs/session.md``. The caller's own task then does
+the I/O its call needs (connect, send) and waits for the request's outcome; no task is spawned
+per request. One reader task per connection feeds every frame to the protocol object, which
+resolves outcomes and moves the machine. No session state lives here.
 
-Requests run as *flights*: tasks of the service's own nursery that callers wait on. Cancelling a
-call cancels the caller's wait, never half a request, so the state always tells the truth: an
-open in flight still ends OPEN or CLOSED, and a close always ends CLOSED. Calls that the rules
-join (a second ``open`` with the same info, a ``close`` during CLOSING) wait on the same flight;
-updates go one at a time.
+Cancellation stays truthful. A cancelled caller cancels only its own wait: once its frame is on
+the wire, the backend's answer still moves the session. A caller cancelled before its frame left
+tells the protocol so, and the open fails (CLOSED). ``close()`` fails every request at once, in
+data, and always ends CLOSED within its bound.
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, cast
 
 import trio
 
 from fsm_session import tokens
+from fsm_session.client_protocol import ClientProtocol, Outcome, Pending, ReconnectPolicy
 from fsm_session.errors import (
     BackendError,
     ConnectionLost,
     InvalidToken,
+    RemoteProtocolError,
     RequestAborted,
     SessionError,
     SessionNotOpen,
-    SessionSwitched,
     TokenError,
     TokenExpired,
+    TransitionNotAllowed,
 )
-from fsm_session.events import (
-    Event,
-    SessionLostEvent,
-    SessionStateChangeEvent,
-    SessionSwitchedEvent,
-    SocketStateChangeEvent,
-)
-from fsm_session.machine import MISSING, Effect, SessionCore, SessionState, WebSocketState
+from fsm_session.machine import MISSING, Effect, On, SessionState, WebSocketState
 from fsm_session.models import Participant, ParticipantInfo
-from fsm_session.protocol import (
-    Close,
-    ErrorReply,
-    Message,
-    Open,
-    Opened,
-    RefreshToken,
-    Reply,
-    Request,
-    Resume,
-    Resumed,
-    SessionEnded,
-    TokenAccepted,
-    Update,
-    Updated,
-    encode,
-    error_from_reply,
-)
-from fsm_session.transport import Transport, TransportConfig, TransportListener
+from fsm_session.protocol import Message
+from fsm_session.streams import EventsDropped, EventStream, Hub
+from fsm_session.transport import Transport, TransportConfig
 
 __all__ = [
     "EventStream",
@@ -73,31 +54,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("fsm_session.service")
-
-T = TypeVar("T")
 _S = SessionState
-
-
-@dataclass(frozen=True, slots=True)
-class ReconnectPolicy:
-    """How a session whose connection dropped gets it back (rule R14), in seconds.
-
-    The first attempt waits ``initial_delay``; each next delay is ``factor`` times the last, at
-    most ``max_delay``. Each attempt (connect and resume) is bounded by ``attempt_timeout``.
-    After ``give_up_after`` the session is lost: CLOSED, with a ``SessionLostEvent``.
-    """
-
-    initial_delay: float = 0.05
-    factor: float = 2.0
-    max_delay: float = 2.0
-    attempt_timeout: float = 2.0
-    give_up_after: float = 60.0
-
-    def __post_init__(self) -> None:
-        if self.initial_delay < 0 or self.factor < 1 or self.max_delay < self.initial_delay:
-            raise ValueError("delays must be non-negative, growing and capped above the first")
-        if self.attempt_timeout <= 0 or self.give_up_after < 0:
-            raise ValueError("attempt_timeout must be positive and give_up_after non-negative")
+_COMPLAINTS_PER_SECOND = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,110 +74,39 @@ class ServiceConfig:
     """Events a subscriber may fall behind by before its stream ends with ``EventsDropped``."""
 
 
-class EventsDropped(SessionError):
-    """A subscriber fell more than its buffer behind; its stream was ended, not thinned."""
-
-    code = "events_dropped"
-
-
-class _Flight(Generic[T]):
-    """One request in flight, which any number of callers may wait on."""
-
-    __slots__ = ("done", "error", "result")
-
-    def __init__(self) -> None:
-        self.done = trio.Event()
-        self.result: T | None = None
-        self.error: BaseException | None = None
-
-    def finish(self, result: T) -> None:
-        if not self.done.is_set():
-            self.result = result
-            self.done.set()
-
-    def fail(self, error: BaseException) -> None:
-        if not self.done.is_set():
-            self.error = error
-            self.done.set()
-
-    async def wait(self) -> T:
-        await self.done.wait()
-        if self.error is not None:
-            raise self.error
-        return self.result  # type: ignore[return-value]
+async def _wait(outcome: Outcome) -> Any:
+    """The outcome's value, or its error raised; a cancelled caller cancels only this wait."""
+    if outcome.done:
+        await trio.lowlevel.checkpoint()
+    else:
+        if outcome.waker is None:
+            outcome.waker = trio.Event()
+        await cast(trio.Event, outcome.waker).wait()
+    if outcome.error is not None:
+        raise outcome.error
+    return outcome.value
 
 
-class _Subscriber:
-    __slots__ = ("overflowed", "send")
-
-    def __init__(self, send: trio.MemorySendChannel[Event]) -> None:
-        self.send = send
-        self.overflowed = False
-
-
-class EventStream:
-    """Every event of the session, in order, from the moment of ``subscribe()``.
-
-    Iterate with ``async for``. The stream ends when the service ends; if this subscriber falls
-    more than ``ServiceConfig.event_buffer`` events behind, it ends with ``EventsDropped``
-    instead of silently skipping events.
-    """
-
-    def __init__(self, receive: trio.MemoryReceiveChannel[Event], subscriber: _Subscriber) -> None:
-        self._receive = receive
-        self._subscriber = subscriber
-
-    def __aiter__(self) -> EventStream:
-        return self
-
-    async def __anext__(self) -> Event:
-        try:
-            return await self._receive.receive()
-        except trio.EndOfChannel:
-            if self._subscriber.overflowed:
-                raise EventsDropped("this subscriber fell too far behind", rule="R18") from None
-            raise StopAsyncIteration from None
-
-    def ready(self) -> list[Event]:
-        """The events already delivered to this stream, taken without waiting."""
-        events: list[Event] = []
-        while True:
-            try:
-                events.append(self._receive.receive_nowait())
-            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                return events
-
-    async def receive(self) -> Event:
-        """The next event (``StopAsyncIteration`` when the stream has ended)."""
-        return await self.__anext__()
+async def _settled(outcome: Outcome) -> None:
+    """Wait for the outcome without taking on its error."""
+    if not outcome.done:
+        if outcome.waker is None:
+            outcome.waker = trio.Event()
+        await cast(trio.Event, outcome.waker).wait()
 
 
-_REQUEST_TRIGGERS: Final = {
-    Open: "open",
-    Update: "update",
-    Close: "close",
-    Resume: "resume",
-    RefreshToken: "refresh_token",
-}
-
-
-class SessionService(TransportListener):
+class SessionService:
     """A client's session with a backend. Create it with :func:`open_session_service`."""
 
     __slots__ = (
         "_claims",
-        "_close_flight",
-        "_core",
-        "_last_id",
+        "_complaints",
+        "_hub",
         "_nursery",
-        "_open_flight",
-        "_pending",
-        "_reconnecting",
-        "_refresh_token",
-        "_subscribers",
+        "_proto",
+        "_reconnector",
         "_token",
         "_transport",
-        "_update_flight",
         "_work",
         "config",
     )
@@ -232,23 +119,27 @@ class SessionService(TransportListener):
         nursery: trio.Nursery,
         refresh_token: Callable[[bool], Awaitable[str]] | None = None,
         config: ServiceConfig | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         claims = tokens.read_claims(access_token)
-        self.config = config or ServiceConfig()
-        self._core = SessionCore(token_external_id=claims.external_id)
+        self.config = config = config or ServiceConfig()
+        self._hub = Hub()
+        self._proto = ClientProtocol(
+            token_external_id=claims.external_id,
+            on_event=self._hub.publish,
+            request_timeout=config.request_timeout,
+            logout_timeout=config.logout_timeout,
+            policy=config.reconnect,
+        )
+        self._transport = Transport(
+            url, nursery, self._proto, self, config.transport, ssl_context=ssl_context
+        )
         self._token = access_token
-        self._refresh_token = refresh_token
-        self._nursery = nursery
-        self._transport = Transport(url, nursery, self, self.config.transport)
-        self._subscribers: list[_Subscriber] = []
-        self._pending: dict[int, tuple[_Flight[Message], str]] = {}
-        self._last_id = 0
-        self._open_flight: _Flight[Participant] | None = None
-        self._update_flight: _Flight[Participant] | None = None
-        self._close_flight: _Flight[None] | None = None
-        self._work: set[trio.CancelScope] = set()
         self._claims = claims
-        self._reconnecting: trio.Event | None = None
+        self._nursery = nursery
+        self._work: set[trio.CancelScope] = set()
+        self._reconnector: trio.CancelScope | None = None
+        self._complaints = [0.0, 0, 0]  # window start, logged in it, suppressed in it
         if refresh_token is not None:
             nursery.start_soon(self._keep_token_fresh, refresh_token)
 
@@ -263,22 +154,27 @@ class SessionService(TransportListener):
     @property
     def state(self) -> SessionState:
         """The session state (CLOSED, OPENING, OPEN, GHOST or CLOSING)."""
-        return self._core.state
+        return self._proto.session.state
 
     @property
     def socket_state(self) -> WebSocketState:
         """The state of the socket beneath the session."""
-        return self._transport.state
+        return self._proto.socket.state
 
     @property
     def participant(self) -> Participant | None:
         """The local participant while OPEN, GHOST or CLOSING; else ``None``."""
-        return self._core.participant
+        return self._proto.session.participant
 
     @property
-    def core(self) -> SessionCore:
-        """The pure machine of this session (read it; drive it only through the service)."""
-        return self._core
+    def identity(self) -> ParticipantInfo | None:
+        """The remembered identity a bare ``open()`` reopens with (rule R6), or ``None``."""
+        return self._proto.session.identity
+
+    @property
+    def last_transition(self) -> On | None:
+        """The row of the session table taken last (for coverage tools), or ``None``."""
+        return self._proto.session.last
 
     def diagram(self, fmt: str = "mermaid") -> str:
         """The session machine drawn with the current state and the last transition marked.
@@ -287,18 +183,18 @@ class SessionService(TransportListener):
         """
         from fsm_session.diagrams import diagram_of
 
-        return diagram_of(self._core, fmt)
+        return diagram_of(self._proto.session, fmt)
 
     def is_open(self) -> bool:
         """True exactly in OPEN and GHOST (rule R8)."""
-        return self._core.is_open()
+        return self._proto.session.is_open()
 
     def is_local_participant(self, participant: Participant) -> bool:
         """True exactly when a session is open and ``participant`` is ours (rule R9).
 
         Raises ``ArgumentTypeError`` (a ``TypeError``) for anything but a ``Participant``.
         """
-        return self._core.is_local_participant(participant)
+        return self._proto.session.is_local_participant(participant)
 
     # ------------------------------------------------------------------ the calls
 
@@ -310,63 +206,112 @@ class SessionService(TransportListener):
         state unchanged and nothing sent. A backend refusal or a failed connection raises too,
         and the session is CLOSED.
         """
+        proto = self._proto
         while True:
-            close_flight = self._close_flight
-            if self._core.state is _S.CLOSING and close_flight is not None:
-                await close_flight.done.wait()  # R11: open after the close in progress
+            closing = proto.close_outcome
+            if closing is not None and proto.session.state is _S.CLOSING:
+                await _settled(closing)  # R11: open after the close in progress
                 continue
-            effect = self._fire("open", info=info)
-            if effect is Effect.RETURN_PARTICIPANT:
-                assert self._core.participant is not None
-                return self._core.participant
+            effect, request = proto.open(info, now=trio.current_time())
+            if request is None:  # RETURN_PARTICIPANT: already open as asked (R5)
+                await trio.lowlevel.checkpoint()
+                return cast(Participant, proto.session.participant)
             if effect is Effect.JOIN_OPEN:
-                assert self._open_flight is not None
-                return await self._open_flight.wait()
-            assert effect is Effect.SEND_OPEN
-            flight: _Flight[Participant] = _Flight()
-            self._open_flight = flight
-            self._nursery.start_soon(self._run_open, flight, self._core.opening)
-            return await flight.wait()
+                return cast(Participant, await _wait(request))
+            return await self._carry_open(request)
+
+    async def _carry_open(self, request: Pending) -> Participant:
+        """Connect if needed and send the open, in the caller's task; then wait for it."""
+        proto, transport = self._proto, self._transport
+        with trio.CancelScope() as scope:  # work tied to the session: close() cancels it
+            self._work.add(scope)
+            try:
+                await transport.settle()
+                serial = proto.connection
+                if transport.state is WebSocketState.CLOSED:
+                    serial = await transport.connect(self._token)
+                frame = proto.send(request, serial, now=trio.current_time())
+                if frame is not None:
+                    await transport.send(serial, frame, request.deadline)
+            except SessionError as error:
+                proto.not_sent(request, error)
+            except BaseException:
+                proto.not_sent(
+                    request,
+                    RequestAborted(
+                        "the open was cancelled before it was sent",
+                        trigger="open",
+                        state=_S.OPENING,
+                    ),
+                )
+                raise
+            finally:
+                self._work.discard(scope)
+        try:
+            return cast(Participant, await _wait(request))
+        except SessionError:
+            await self._release_socket()
+            raise
+
+    async def _release_socket(self) -> None:
+        """After a failed open: close a socket that now serves no session (shielded)."""
+        proto = self._proto
+        if proto.session.state is _S.CLOSED and proto.open_request is None:
+            await self._transport.close()
 
     async def update(self, name: str | None = None, avatar_url: str | None = None) -> Participant:
         """Change the name and/or avatar URL; ``None`` leaves a value as it is (R7, R10).
 
         Returns the participant as the backend now knows it. Outside OPEN and GHOST it raises
         ``SessionNotOpen``; bad values raise ``InvalidParticipantInfo``; both unchanged and
-        nothing is sent. Updates made at once are sent one after another.
+        nothing is sent. Updates made at once are sent one after another (M4).
         """
-        while self._update_flight is not None:
-            await self._update_flight.done.wait()
-        effect = self._fire("update", name=name, avatar_url=avatar_url)
-        if effect is Effect.NOTHING:
-            assert self._core.participant is not None
-            return self._core.participant
-        flight: _Flight[Participant] = _Flight()
-        self._update_flight = flight
-        self._nursery.start_soon(self._run_update, flight, name, avatar_url)
-        return await flight.wait()
+        proto = self._proto
+        while proto.update_request is not None:
+            await _settled(proto.update_request)
+        request = proto.update(name, avatar_url, now=trio.current_time())
+        if request is None:  # nothing to change (R10)
+            await trio.lowlevel.checkpoint()
+            return cast(Participant, proto.session.participant)
+        await self._send(request)
+        return cast(Participant, await _wait(request))
+
+    async def _send(self, request: Pending) -> None:
+        """Send a request on the current connection; while there is none it waits in the
+        protocol for the resume (R14)."""
+        serial = self._proto.connection
+        frame = self._proto.send(request, serial, now=trio.current_time())
+        if frame is not None:
+            await self._transport.send(serial, frame, request.deadline)
 
     async def close(self) -> None:
         """Close the session: cancel its work, log out, close the socket; end CLOSED (R11).
 
         From CLOSED it does nothing; during CLOSING it waits for the close in progress. It ends
-        CLOSED even when the backend does not answer (after ``logout_timeout``).
+        CLOSED even when the backend does not answer (after ``logout_timeout``), and even when
+        the caller is cancelled meanwhile.
         """
-        effect = self._fire("close")
-        if effect is Effect.NOTHING:
+        proto = self._proto
+        effect, logout = proto.close(now=trio.current_time())
+        outcome = proto.close_outcome
+        if effect is Effect.NOTHING or outcome is None:
+            await trio.lowlevel.checkpoint()
             return
         if effect is Effect.JOIN_CLOSE:
-            assert self._close_flight is not None
-            await self._close_flight.done.wait()
+            await _settled(outcome)
             return
-        assert effect is Effect.SEND_CLOSE
-        self._abandon_work(
-            RequestAborted("the session was closed", trigger="close", state=_S.CLOSING)
-        )
-        flight: _Flight[None] = _Flight()
-        self._close_flight = flight
-        self._nursery.start_soon(self._run_close, flight)
-        await flight.done.wait()
+        self._cancel_work()
+        with trio.CancelScope(shield=True):
+            transport = self._transport
+            await transport.settle()  # an open's connect, cancelled above, unwinds
+            if logout is not None:
+                await self._send(logout)
+                with trio.move_on_at(logout.deadline + self.config.transport.close_timeout):
+                    await _settled(logout)  # the reader times it out at its deadline
+                if logout.error is not None:
+                    log.info("logout not confirmed: %s", logout.error)
+            await transport.close()
+            proto.finish_close(outcome)
 
     def start_soon(
         self, fn: Callable[..., Awaitable[object]], *args: object, name: str | None = None
@@ -375,12 +320,13 @@ class SessionService(TransportListener):
 
         Allowed while OPENING, OPEN or GHOST; elsewhere raises ``SessionNotOpen``.
         """
-        if self._core.state not in (_S.OPENING, _S.OPEN, _S.GHOST):
+        state = self.state
+        if state not in (_S.OPENING, _S.OPEN, _S.GHOST):
             raise SessionNotOpen(
                 "work can be tied only to an opening or open session",
                 rule="R11",
                 trigger="start_soon",
-                state=self._core.state,
+                state=state,
             )
         scope = trio.CancelScope()
         self._work.add(scope)
@@ -398,279 +344,128 @@ class SessionService(TransportListener):
     async def subscribe(self, max_buffer: int | None = None) -> AsyncIterator[EventStream]:
         """Receive every event from now on, in order, while the block runs (rule S1)."""
         size = self.config.event_buffer if max_buffer is None else max_buffer
-        send, receive = trio.open_memory_channel[Event](size)
-        subscriber = _Subscriber(send)
-        self._subscribers.append(subscriber)
+        stream, subscriber, receive = self._hub.subscribe(size)
         try:
-            yield EventStream(receive, subscriber)
+            yield stream
         finally:
-            # Unsubscribe before closing, with no checkpoint between: a publish in between
-            # would find the receiving end closed.
-            if subscriber in self._subscribers:
-                self._subscribers.remove(subscriber)
-            send.close()
+            self._hub.unsubscribe(subscriber)
             receive.close()
 
     @property
     def subscriber_count(self) -> int:
         """How many ``subscribe()`` blocks are open (a leak check for tests)."""
-        return len(self._subscribers)
+        return len(self._hub.subscribers)
 
-    # ------------------------------------------------------------------ machine and events
+    # ------------------------------------------------------------------ what the transport reports
 
-    def _fire(self, trigger: str, **kwargs: Any) -> Effect:
-        old = self._core.state
-        effect: Effect = getattr(self._core, trigger)(**kwargs)
-        if self._core.state is not old:
-            self._publish(SessionStateChangeEvent(old, self._core.state, trigger))
-        return effect
+    def _frame(self, serial: int, message: Message) -> None:
+        try:
+            lost = self._proto.receive(serial, message, now=trio.current_time())
+        except RemoteProtocolError as error:
+            self._complain(error)
+            return
+        if lost:
+            self._after_loss()
 
-    def _publish(self, event: Event) -> None:
-        for subscriber in list(self._subscribers):
-            try:
-                subscriber.send.send_nowait(event)
-            except trio.WouldBlock:
-                subscriber.overflowed = True
-                subscriber.send.close()
-                self._subscribers.remove(subscriber)
-            except (trio.ClosedResourceError, trio.BrokenResourceError):  # pragma: no cover
-                self._subscribers.remove(subscriber)  # unsubscribed before it closes; to be safe
+    def _complain(self, error: RemoteProtocolError) -> None:
+        """Log a backend's protocol error, at most a few a second, counting the rest."""
+        now = trio.current_time()
+        complaints = self._complaints
+        if now - complaints[0] >= 1.0:
+            if complaints[2]:
+                log.warning(
+                    "%d more protocol errors from the backend were not logged", complaints[2]
+                )
+            complaints[:] = [now, 0, 0]
+        if complaints[1] < _COMPLAINTS_PER_SECOND:
+            complaints[1] += 1
+            log.warning("%s", error)
+        else:
+            complaints[2] += 1
 
-    def socket_changed(self, old: WebSocketState, new: WebSocketState) -> None:
-        self._publish(SocketStateChangeEvent(new, old))
-
-    # ------------------------------------------------------------------ flights
-
-    async def _exchange(
-        self, make: Callable[[int], Request], trigger: str, awaited: Callable[[], bool]
-    ) -> Message:
-        """A flight's request, as work tied to the session: ``close()`` abandons it (R11).
-
-        Raises ``RequestAborted`` when it was abandoned or when, once answered, the session no
-        longer waits for the answer (``awaited()`` is false).
-        """
-        with trio.CancelScope() as scope:
+    def _dropped(self, serial: int, error: SessionError) -> None:
+        reconnect = self._proto.dropped(serial, error, now=trio.current_time())
+        if reconnect and self._reconnector is None:
+            # Registered now, not when the task starts: a close() in between must stop it.
+            scope = trio.CancelScope()
+            self._reconnector = scope
             self._work.add(scope)
-            try:
-                if trigger == "open":
-                    await self._transport.settle()
-                    if self._transport.state is WebSocketState.CLOSED:
-                        await self._transport.connect(self._token)
-                reply = await self._request(make)
-            finally:
-                self._work.discard(scope)
-        if scope.cancelled_caught or not awaited():
-            raise RequestAborted(
-                f"the session was closed before the {trigger} finished",
-                trigger=trigger,
-                state=self._core.state,
-            )
-        return reply
+            self._nursery.start_soon(self._reconnect, scope, error)
+        elif self.state is _S.CLOSED:
+            self._cancel_work()
 
-    async def _run_open(self, flight: _Flight[Participant], info: ParticipantInfo | None) -> None:
-        try:
-            reply = await self._exchange(
-                lambda rid: Open(rid, info), "open", lambda: self._core.state is _S.OPENING
-            )
-            assert isinstance(reply, Opened)
-            self._fire("opened", participant=reply.participant)
-            flight.finish(reply.participant)
-        except SessionError as error:
-            error.locate("open", _S.OPENING)
-            if self._core.state is _S.OPENING:
-                # Close the socket first: until the session is CLOSED no other open can start
-                # and find a socket still going down.
-                await self._transport.close()
-                if self._core.state is _S.OPENING:
-                    self._fire("open_failed")
-            flight.fail(error)
-        finally:
-            if self._open_flight is flight:
-                self._open_flight = None
-            if not flight.done.is_set():
-                flight.fail(RequestAborted("the service ended", trigger="open", state=self.state))
-
-    async def _run_update(
-        self, flight: _Flight[Participant], name: str | None, avatar_url: str | None
-    ) -> None:
-        state = self._core.state
-        try:
-            reply = await self._exchange(
-                lambda rid: Update(rid, name, avatar_url),
-                "update",
-                lambda: self._core.updating is not None and self._core.is_open(),
-            )
-            assert isinstance(reply, Updated)
-            self._fire("updated", participant=reply.participant)
-            flight.finish(reply.participant)
-        except SessionError as error:
-            error.locate("update", state)
-            if self._core.updating is not None and self._core.is_open():
-                self._fire("update_failed")
-            flight.fail(error)
-        finally:
-            if self._update_flight is flight:
-                self._update_flight = None
-            if not flight.done.is_set():
-                flight.fail(RequestAborted("the service ended", trigger="update", state=self.state))
-
-    async def _run_close(self, flight: _Flight[None]) -> None:
-        try:
-            open_flight = self._open_flight
-            if open_flight is not None:
-                await open_flight.done.wait()  # it was cancelled; let it unwind its connect
-            reconnecting = self._reconnecting
-            if reconnecting is not None:
-                await reconnecting.wait()  # likewise the reconnect loop
-            if self._transport.state is WebSocketState.CONNECTED:
-                with trio.move_on_after(self.config.logout_timeout):
-                    try:
-                        await self._request(Close)
-                    except SessionError as error:
-                        log.info("logout not confirmed: %s", error)
-            await self._transport.close()
-        finally:
-            if self._core.state is _S.CLOSING:
-                self._fire("closed")
-            if self._close_flight is flight:
-                self._close_flight = None
-            flight.finish(None)
-
-    async def _request(self, make: Callable[[int], Request]) -> Message:
-        """Send a request and wait for its reply, across reconnects, within ``request_timeout``.
-
-        A request whose connection drops while the session is being resumed is sent again on
-        the new connection (R14). Raises the typed error of an error reply, ``ConnectionLost``
-        when there is no connection to wait for or no reply in time, ``RequestAborted`` when
-        the session closes.
-        """
-        timeout = self.config.request_timeout
-        with trio.move_on_after(timeout):
-            while True:
-                reconnecting = self._reconnecting
-                if reconnecting is not None:
-                    await reconnecting.wait()
-                    continue
-                try:
-                    return await self._exchange_once(make)
-                except ConnectionLost:
-                    if self._reconnecting is None:
-                        raise
-        error = ConnectionLost(
-            f"no reply within {timeout} s", rule="R14", trigger="request", state=self.state
-        )
-        if self._reconnecting is None:
-            self._transport.abort(error)  # a reply may still come: the stream is out of step
-        raise error
-
-    async def _exchange_once(self, make: Callable[[int], Request]) -> Message:
-        """One request on the current connection; its reply, or the error it stands for."""
-        if self._transport.state is not WebSocketState.CONNECTED:
-            raise ConnectionLost("the socket is not connected", rule="R14", state=self.state)
-        self._last_id += 1
-        rid = self._last_id
-        message = make(rid)
-        waiter: _Flight[Message] = _Flight()
-        self._pending[rid] = (waiter, _REQUEST_TRIGGERS[type(message)])
-        try:
-            await self._transport.send(encode(message))
-            return await waiter.wait()
-        finally:
-            self._pending.pop(rid, None)
-
-    def _abandon_work(self, error: SessionError) -> None:
-        """Fail every request in flight and cancel the work tied to the session (R11)."""
-        for waiter, _ in list(self._pending.values()):
-            waiter.fail(error)
-        self._pending.clear()
+    def _cancel_work(self) -> None:
         for scope in list(self._work):
             scope.cancel()
 
-    # ------------------------------------------------------------------ transport listener
+    def _after_loss(self, error: SessionError | None = None) -> None:
+        self._cancel_work()
+        self._transport.abort(None, error)
 
-    def received(self, message: Message) -> None:
-        if isinstance(message, Reply | ErrorReply) and message.id is not None:
-            entry = self._pending.pop(message.id, None)
-            if entry is None:
-                log.debug("a reply to request %s that no one waits for", message.id)
-                return
-            waiter, trigger = entry
-            if isinstance(message, ErrorReply):
-                waiter.fail(error_from_reply(message, trigger=trigger, state=self._core.state))
-            else:
-                waiter.finish(message)
-        elif isinstance(message, SessionEnded):
-            self._end(message.reason)
-        elif isinstance(message, ErrorReply):
-            log.warning("the backend reported an error: %s %s", message.code, message.message)
-        else:  # pragma: no cover - decode_reply returns nothing else
-            log.warning("unexpected %s", type(message).__name__)
+    def _lose(self, reason: str, error: SessionError) -> None:
+        if self._proto.lose(reason, error):
+            self._after_loss(error)
 
-    def dropped(self, error: SessionError) -> None:
-        for waiter, _ in list(self._pending.values()):
-            waiter.fail(error)
-        self._pending.clear()
-        if self._reconnecting is not None:
-            return  # an attempt of the reconnect loop failed; the loop goes on
-        # OPENING and CLOSING end here (R14); their flights see the failure and stop.
-        self._fire("connection_lost")
-        if self._core.is_open():
-            if self.config.reconnect.give_up_after > 0:
-                self._reconnecting = trio.Event()
-                # Registered now, not when the task starts: a close() in between must stop it.
-                scope = trio.CancelScope()
-                self._work.add(scope)
-                self._nursery.start_soon(self._reconnect, error, scope)
-            else:
-                self._lose("connection_lost", error)
+    # ------------------------------------------------------------------ reconnecting (R14)
 
-    async def _reconnect(self, error: SessionError, scope: trio.CancelScope) -> None:
+    async def _reconnect(self, scope: trio.CancelScope, error: SessionError) -> None:
         """Get the connection back and resume the same participant, or give up (R14, R18).
 
         ``scope`` is work tied to the session: ``close()`` cancels it and so stops the loop.
         """
-        policy = self.config.reconnect
-        give_up_at = trio.current_time() + policy.give_up_after
-        delay = policy.initial_delay
-        resumed = False
+        proto, transport = self._proto, self._transport
         try:
             with scope:
-                while not resumed and self._core.is_open():
+                while True:
+                    now = trio.current_time()
+                    proto.expire(now=now)
+                    delay = proto.reconnect_delay(now=now)
+                    if delay is None:
+                        break
                     await trio.sleep(delay)
-                    final = False
-                    try:
-                        resumed = await self._resume_once(policy.attempt_timeout)
-                    except (TokenError, BackendError) as refusal:
-                        error, final = refusal, True  # the token, or an unknown participant
-                    except SessionError as transient:
-                        error = transient
-                    if not resumed:
-                        self._transport.abort(error)
-                        await self._transport.settle()  # the socket is CLOSED before we go on
-                        if final or trio.current_time() + delay >= give_up_at:
-                            break
-                        delay = min(delay * policy.factor, policy.max_delay)
+                    attempt, final = await self._resume_once()
+                    if attempt is None:
+                        return
+                    error = attempt
+                    transport.abort(None, error)
+                    await transport.settle()  # the socket is CLOSED before we go on
+                    if proto.reconnect_failed(error, final=final, now=trio.current_time()):
+                        self._after_loss(error)
+                        return
+                if proto.reconnecting:
+                    self._lose("reconnect_failed", error)
         finally:
             self._work.discard(scope)
-            done, self._reconnecting = self._reconnecting, None
-            if done is not None:
-                done.set()
-        if not resumed and self._core.is_open():
-            self._lose("reconnect_failed", error)
+            if self._reconnector is scope:
+                self._reconnector = None
 
-    async def _resume_once(self, attempt_timeout: float) -> bool:
-        """One attempt: connect and resume; ``False`` when it ran out of time."""
-        participant = self._core.participant
-        assert participant is not None
-        with trio.move_on_after(attempt_timeout):
-            await self._transport.settle()
-            if self._transport.state is WebSocketState.CLOSED:
-                await self._transport.connect(self._token)
-            reply = await self._exchange_once(lambda rid: Resume(rid, participant.id))
-            assert isinstance(reply, Resumed)
-            self._fire("resumed", participant=reply.participant)
-            return True
-        return False
+    async def _resume_once(self) -> tuple[SessionError | None, bool]:
+        """One attempt: connect, resume, send again what waits. ``(None, _)`` when it is over
+        (resumed, or nothing to resume); else the error, and whether it is final."""
+        proto, transport = self._proto, self._transport
+        timeout = self.config.reconnect.attempt_timeout
+        with trio.move_on_after(timeout):
+            try:
+                await transport.settle()
+                serial = proto.connection
+                if transport.state is WebSocketState.CLOSED:
+                    serial = await transport.connect(self._token)
+                request = proto.resume(now=trio.current_time())
+                if request is None:
+                    return None, False
+                await self._send(request)
+                await _wait(request)
+                now = trio.current_time()
+                for frame in proto.resend(serial, now=now):
+                    await transport.send(serial, frame, now + proto.request_timeout)
+                return None, False
+            except (TokenError, BackendError, TransitionNotAllowed) as refusal:
+                return refusal, True  # the token, an unknown participant, another one (R18)
+            except SessionError as transient:
+                return transient, False
+        return ConnectionLost(f"no resume within {timeout} s", rule="R14"), False
+
+    # ------------------------------------------------------------------ tokens (R16)
 
     async def _keep_token_fresh(self, refresh: Callable[[bool], Awaitable[str]]) -> None:
         """Ask for a fresh token at 1/2 and 3/4 of its life and at expiry (rule R16)."""
@@ -681,16 +476,14 @@ class SessionService(TransportListener):
             renewed = False
             for when in times:
                 await trio.sleep(max(0.0, when - self.config.wall_clock()))
-                expired = when == times[-1]
-                if await self._try_refresh(refresh, expired):
+                if await self._try_refresh(refresh, expired=when == times[-1]):
                     renewed = True
                     break
             if not renewed:
-                if self._core.state is not _S.CLOSED:
-                    self._lose(
-                        "token_expired",
-                        TokenExpired("the access token expired", rule="R16", state=self.state),
-                    )
+                self._lose(
+                    "token_expired",
+                    TokenExpired("the access token expired", rule="R16", state=self.state),
+                )
                 return
 
     async def _try_refresh(self, refresh: Callable[[bool], Awaitable[str]], expired: bool) -> bool:
@@ -700,59 +493,17 @@ class SessionService(TransportListener):
             if not isinstance(token, str) or not token:
                 raise InvalidToken("the refresh callback returned no token", rule="R16")
             claims = tokens.read_claims(token)
-            if self._transport.state is WebSocketState.CONNECTED:
-                reply = await self._request(lambda rid: RefreshToken(rid, token))
-                assert isinstance(reply, TokenAccepted)
+            request = self._proto.refresh_token(token, now=trio.current_time())
+            if request is not None:
+                await self._send(request)
+                await _wait(request)
         except Exception as exc:  # The callback is the application's: contain its failure.
             log.warning("token refresh failed (%s); the current token stays", type(exc).__name__)
             return False
         self._token = token
         self._claims = claims
-        self._core.token_external_id = claims.external_id
+        self._proto.session.token_external_id = claims.external_id
         return True
-
-    def _end(self, reason: str) -> None:
-        """The backend ended the session (R16 token expiry, R17 switched)."""
-        participant = self._core.participant
-        error: SessionError
-        if reason == "switched":
-            self._publish(SessionSwitchedEvent(participant.id if participant else None))
-            error = SessionSwitched(
-                "the same external ID opened a session elsewhere", state=self._core.state
-            )
-        elif reason == "token_expired":
-            error = TokenExpired("the access token expired", rule="R16", state=self._core.state)
-        else:
-            error = BackendError(
-                f"the backend ended the session ({reason})", state=self._core.state
-            )
-        self._lose(reason, error)
-
-    def _lose(self, reason: str, error: SessionError) -> None:
-        if self._core.state is _S.CLOSED:
-            return
-        self._abandon_work(error)
-        self._fire("lost")
-        self._publish(SessionLostEvent(reason, error))
-        self._transport.abort(error)
-
-    # ------------------------------------------------------------------ teardown
-
-    def _end_streams(self) -> None:
-        for subscriber in self._subscribers:
-            subscriber.send.close()
-        self._subscribers.clear()
-
-
-@contextmanager
-def _unwrap_single() -> Generator[None, None, None]:
-    """Let one error out of the nursery as itself, not inside an exception group."""
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
-        raise
 
 
 @asynccontextmanager
@@ -762,15 +513,17 @@ async def open_session_service(
     access_token: str,
     refresh_token: Callable[[bool], Awaitable[str]] | None = None,
     config: ServiceConfig | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[SessionService]:
-    """A session service for the backend at ``url`` (``ws://host:port/``), CLOSED at first.
+    """A session service for the backend at ``url`` (``ws://`` or ``wss://``), CLOSED at first.
 
     Nothing goes on the network until the first ``open`` (rule R1). Leaving the block closes
     the session (bounded by the configured timeouts) and ends every event stream.
     ``refresh_token(is_expired)`` is awaited at 1/2 and 3/4 of the token's life and at its
-    expiry for a fresh token (rule R16).
+    expiry for a fresh token (rule R16). For ``wss://``, ``ssl_context`` says whom to trust
+    (by default the system's trust store).
     """
-    with _unwrap_single():
+    try:
         async with trio.open_nursery() as nursery:
             service = SessionService(
                 url,
@@ -778,11 +531,17 @@ async def open_session_service(
                 nursery=nursery,
                 refresh_token=refresh_token,
                 config=config,
+                ssl_context=ssl_context,
             )
             try:
                 yield service
             finally:
                 with trio.CancelScope(shield=True):
                     await service.close()
-                    service._end_streams()
+                    service._hub.end()
                 nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # Let one error out of the nursery as itself, not inside an exception group.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise

@@ -1,25 +1,31 @@
-"""The trio-websocket driver beneath a session: one connection at a time, and its socket machine.
+"""The trio-websocket driver beneath a session: it moves bytes and reports what happened.
 
-The transport holds no protocol state of its own. It moves the socket machine
-(:class:`~fsm_session.machine.SocketCore`) as the connection goes, hands every decoded frame to its
-listener from one reader task, and sends frames through one lock. What it works around in
-trio-websocket (see ``specs/protocol.md`` and the project's design notes):
+The transport keeps no protocol state: the socket's state lives in the
+:class:`~fsm_session.client_protocol.ClientProtocol`, which it tells of every move with the
+connection's serial, so that nothing an older connection does can act on a newer one. What it
+works around in trio-websocket (see the project's design notes):
 
-* the connect, TCP and WebSocket handshake together, runs under our own ``fail_after``: the
-  library's timeout does not fire when a peer accepts TCP and never answers the upgrade;
-* the TCP stream is opened here and always closed here, so a rejected handshake, a 1009 close or a
+* the connect (TCP, TLS, then the WebSocket handshake) runs in the caller's own task under our
+  own deadline: the library's timeout does not fire when a peer accepts TCP and never answers
+  the upgrade, and a TLS failure would otherwise surface only as a timeout;
+* the stream is opened and always closed here, so a rejected handshake, a 1009 close or a
   dropped peer leaves no file descriptor behind;
-* ``send_message`` is not cancel-safe, so a send is shielded from the caller's cancellation and
-  bounded by its own timeout; a send that times out poisons the connection, which is aborted;
-* messages are taken off the library's queue as they come, so pings and closes keep flowing.
+* the library's reader task runs in the service's nursery through a guard that turns what it
+  raises (a rejected handshake) into our error, rather than in a nursery per connection;
+* ``send_message`` is not cancel-safe, so a send is shielded and bounded by its own deadline; a
+  send that fails or times out poisons the connection, which is dropped (the session resumes);
+* one reader task per connection takes every message off the library's queue as it comes, feeds
+  it to the listener, pings for keepalive (R15) and wakes at the protocol's request deadlines.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Protocol, cast
 from urllib.parse import urlsplit
 
 import trio
@@ -31,19 +37,19 @@ from trio_websocket import (
     wrap_client_stream,
 )
 
+from fsm_session.client_protocol import ClientProtocol
 from fsm_session.errors import (
     ConnectionFailed,
     ConnectionLost,
     InvalidToken,
-    LocalProtocolError,
     RemoteProtocolError,
     SessionError,
     TokenExpired,
 )
-from fsm_session.machine import SocketCore, WebSocketState
+from fsm_session.machine import WebSocketState
 from fsm_session.protocol import MAX_FRAME_BYTES, SUBPROTOCOL, CloseCode, Message, decode_reply
 
-__all__ = ["Transport", "TransportConfig", "TransportListener"]
+__all__ = ["Transport", "TransportConfig"]
 
 log = logging.getLogger("fsm_session.transport")
 
@@ -53,9 +59,9 @@ class TransportConfig:
     """Limits of one connection, in seconds and bytes."""
 
     connect_timeout: float = 10.0
-    """The whole connect: TCP, then the WebSocket handshake."""
+    """The whole connect: TCP, TLS, then the WebSocket handshake."""
     send_timeout: float = 10.0
-    """One frame's send; past it the connection is aborted."""
+    """One frame's send; past it the connection is dropped."""
     close_timeout: float = 2.0
     """The WebSocket close handshake."""
     keepalive_interval: float | None = 30.0
@@ -65,31 +71,22 @@ class TransportConfig:
     max_frame_bytes: int = MAX_FRAME_BYTES
 
 
-class TransportListener:
-    """What the transport tells its owner. All calls come from trio tasks, never concurrently."""
+class Listener(Protocol):
+    """What the transport reports to its owner, from trio tasks, one call at a time."""
 
-    __slots__ = ()
+    def _frame(self, serial: int, message: Message) -> None: ...
 
-    def socket_changed(self, old: WebSocketState, new: WebSocketState) -> None:
-        """The socket machine moved (rule S1)."""
-
-    def received(self, message: Message) -> None:
-        """A frame arrived and decoded."""
-
-    def dropped(self, error: SessionError) -> None:
-        """The connection ended without our asking: the peer closed it, or it broke."""
-
-
-_REJECT_ERRORS: Final = {"invalid_token": InvalidToken, "token_expired": TokenExpired}
+    def _dropped(self, serial: int, error: SessionError) -> None: ...
 
 
 def _rejection(exc: ConnectionRejected) -> SessionError:
     """Turn an HTTP refusal of the upgrade into our error; a 401 is about the token."""
-    if exc.status_code == 401:
-        code = b"token_expired" if exc.body and b"token_expired" in exc.body else b"invalid_token"
-        cls = _REJECT_ERRORS[code.decode()]
-        return cls(f"the backend refused the access token (HTTP {exc.status_code})", rule="P1")
-    return ConnectionFailed(f"the backend refused the upgrade (HTTP {exc.status_code})", rule="P1")
+    status = exc.status_code
+    if status == 401:
+        expired = bool(exc.body) and b"token_expired" in (exc.body or b"")
+        cls = TokenExpired if expired else InvalidToken
+        return cls(f"the backend refused the access token (HTTP {status})", rule="P1")
+    return ConnectionFailed(f"the backend refused the upgrade (HTTP {status})", rule="P1")
 
 
 def _first(group: BaseException, kind: type[BaseException]) -> BaseException | None:
@@ -103,26 +100,64 @@ def _first(group: BaseException, kind: type[BaseException]) -> BaseException | N
     return None
 
 
+class _Connection:
+    """One connection: its serial, its socket, and how it ends."""
+
+    __slots__ = ("_nursery", "by_us", "down", "failure", "scope", "serial", "stream", "timer", "ws")
+
+    def __init__(self, serial: int, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+        self.serial = serial
+        self.ws: WebSocketConnection | None = None
+        self.stream: trio.abc.Stream | None = None
+        self.scope = trio.CancelScope()
+        """Cancels the handshake while connecting, then the reader."""
+        self.timer: trio.CancelScope | None = None
+        """The reader's wait, whose deadline is the next ping or request deadline."""
+        self.down = trio.Event()
+        self.by_us = False
+        self.failure: SessionError | None = None
+        """Why it ended, when we ended it (an abort) or the library's reader failed."""
+
+    def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any, **_: Any) -> None:
+        """Stands in for a nursery to trio-websocket: its reader runs guarded by us."""
+        self._nursery.start_soon(self._guarded, fn, args)
+
+    async def _guarded(self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+        try:
+            await fn(*args)
+        except Exception as exc:  # The library's reader: a rejection, or its own failure.
+            if isinstance(exc, ConnectionRejected):
+                self.failure = _rejection(exc)
+            else:
+                log.warning("the WebSocket reader failed: %r", exc)
+                self.failure = ConnectionLost(f"the WebSocket reader failed: {exc!r}", rule="R14")
+            self.scope.cancel()
+            return
+        if self.ws is None and self.failure is None:
+            # The peer hung up before the handshake was over (ws:// against a TLS port, say):
+            # the library would wait for its handshake until our deadline.
+            self.failure = ConnectionFailed(
+                "the backend closed the connection during the WebSocket handshake", rule="P1"
+            )
+            self.scope.cancel()
+
+
 class Transport:
-    """One WebSocket connection at a time to ``url``, its tasks run in ``nursery``."""
+    """One WebSocket connection at a time to ``url``; its tasks run in ``nursery``."""
 
     __slots__ = (
-        "_abort_error",
-        "_closing_by_us",
-        "_down",
-        "_finished",
-        "_handshake_over",
+        "_changed",
+        "_conn",
         "_host",
         "_host_header",
         "_listener",
         "_nursery",
         "_port",
+        "_proto",
         "_resource",
-        "_scope",
-        "_send_lock",
-        "_ws",
+        "_ssl",
         "config",
-        "socket",
         "url",
     )
 
@@ -130,125 +165,120 @@ class Transport:
         self,
         url: str,
         nursery: trio.Nursery,
-        listener: TransportListener,
+        proto: ClientProtocol,
+        listener: Listener,
         config: TransportConfig | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         parts = urlsplit(url)
-        if parts.scheme != "ws" or not parts.hostname:
-            raise ConnectionFailed(f"expected a ws:// URL with a host, got {url!r}", rule="P1")
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if parts.scheme not in ("ws", "wss") or not parts.hostname or port == -1:
+            raise ConnectionFailed(
+                f"expected a ws:// or wss:// URL with a host, got {url!r}", rule="P1"
+            )
+        if parts.scheme == "ws" and ssl_context is not None:
+            raise ConnectionFailed(f"an ssl_context needs a wss:// URL, got {url!r}", rule="P1")
         self.url = url
         self._host = parts.hostname
-        self._port = parts.port or 80
-        self._host_header = self._host if self._port == 80 else f"{self._host}:{self._port}"
+        default = 443 if parts.scheme == "wss" else 80
+        self._port = port or default
+        self._host_header = self._host if self._port == default else f"{self._host}:{self._port}"
         self._resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._ssl = ssl_context
+        if parts.scheme == "wss" and ssl_context is None:
+            self._ssl = ssl.create_default_context()
         self._nursery = nursery
+        self._proto = proto
         self._listener = listener
         self.config = config or TransportConfig()
-        self.socket = SocketCore()
-        self._ws: WebSocketConnection | None = None
-        self._scope: trio.CancelScope | None = None
-        self._finished = trio.Event()
-        self._finished.set()
-        self._down = trio.Event()
-        self._down.set()
-        self._handshake_over = trio.Event()
-        self._send_lock = trio.Lock()
-        self._closing_by_us = False
-        self._abort_error: SessionError | None = None
+        self._conn: _Connection | None = None
+        self._changed: trio.Event | None = None
 
     @property
     def state(self) -> WebSocketState:
-        return self.socket.state
+        return self._proto.socket.state
 
-    def _move(self, trigger: str) -> None:
-        old = self.socket.state
-        getattr(self.socket, trigger)()
-        if self.socket.state is WebSocketState.CLOSED:
-            self._down.set()
-        self._listener.socket_changed(old, self.socket.state)
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, None
+        if changed is not None:
+            changed.set()
 
-    async def connect(self, token: str) -> None:
-        """Connect and finish the handshake, or raise and leave the socket CLOSED.
+    # ------------------------------------------------------------------ connecting
 
-        Raises :class:`InvalidToken`/:class:`TokenExpired` when the backend refuses the token and
-        :class:`ConnectionFailed` for anything else, within ``connect_timeout``. Cancelled, it
-        leaves the socket CLOSED and nothing open.
+    async def connect(self, token: str) -> int:
+        """Connect in the caller's task; the new connection's serial.
+
+        Raises :class:`InvalidToken`/:class:`TokenExpired` when the backend refuses the token
+        and :class:`ConnectionFailed` for anything else, within ``connect_timeout``. Failed or
+        cancelled, it leaves the socket CLOSED and nothing open.
         """
-        if self.socket.state is not WebSocketState.CLOSED or not self._finished.is_set():
-            raise LocalProtocolError(
-                "connect() needs a CLOSED socket", rule="S1", trigger="connect", state=self.state
-            )
-        self._down = trio.Event()
-        self._move("connect")
-        self._finished = trio.Event()
-        self._handshake_over = trio.Event()
-        self._closing_by_us = False
-        self._abort_error = None
+        serial = self._proto.connecting()
+        conn = _Connection(serial, self._nursery)
+        self._conn = conn
         try:
-            await self._nursery.start(self._run, token)
-        except BaseException:
-            if self.state is WebSocketState.CONNECTING:
-                self._move("connect_failed")
-            raise
-
-    async def _run(self, token: str, task_status: trio.TaskStatus[None]) -> None:
-        stream: trio.SocketStream | None = None
-        connected = False
-        error: SessionError = ConnectionLost("the connection ended", rule="R14")
-        try:
-            async with trio.open_nursery() as inner:  # hosts trio-websocket's own reader
-                try:
-                    with trio.fail_after(self.config.connect_timeout):
-                        stream = await trio.open_tcp_stream(self._host, self._port)
-                        ws = await wrap_client_stream(
-                            inner,
-                            stream,
-                            self._host_header,
-                            self._resource,
-                            subprotocols=[SUBPROTOCOL],
-                            extra_headers=[(b"authorization", f"Bearer {token}".encode())],
-                            message_queue_size=64,
-                            max_message_size=self.config.max_frame_bytes,
-                        )
-                except BaseException as exc:
-                    raise self._connect_error(exc) from None
-                if ws.subprotocol != SUBPROTOCOL:
-                    raise ConnectionFailed(f"the backend does not speak {SUBPROTOCOL}", rule="P1")
-                self._ws = ws
-                connected = True
-                with trio.CancelScope() as scope:
-                    self._scope = scope
-                    self._move("connected")
-                    task_status.started()
-                    error = await self._read(ws)
-                # The library's reader task completes a close handshake: cancel it only once
-                # the handshake is over (ours, in close(), or the peer's, answered here).
-                if self._closing_by_us:
-                    await self._handshake_over.wait()
-                elif not scope.cancelled_caught and self._abort_error is None:
-                    with trio.move_on_after(self.config.close_timeout):
-                        await ws.aclose()
-                inner.cancel_scope.cancel()
+            with trio.fail_after(self.config.connect_timeout), conn.scope:
+                conn.ws = await self._handshake(conn, token)
+            if conn.failure is not None:
+                raise conn.failure
+            if conn.ws is None:
+                raise ConnectionFailed("the connect was aborted", rule="P1")
+            if conn.ws.subprotocol != SUBPROTOCOL:
+                raise ConnectionFailed(f"the backend does not speak {SUBPROTOCOL}", rule="P1")
         except BaseException as exc:
-            if not connected:
-                raise self._connect_error(exc) from None
-            if _first(exc, trio.Cancelled) is not None:
-                raise  # the service itself is going away
-            log.exception("the connection failed")
-            error = ConnectionLost(f"the connection failed: {exc!r}", rule="R14")
-        finally:
-            self._ws = None
-            self._scope = None
-            if stream is not None:
-                with trio.CancelScope(shield=True):
-                    await stream.aclose()
-            self._finished.set()
-            if connected and not self._closing_by_us:
-                self._move("dropped")
-                self._listener.dropped(self._abort_error or error)
+            await self._discard(conn)
+            self._proto.connect_failed(serial)
+            self._notify()
+            raise self._connect_error(exc) from None
+        conn.scope = trio.CancelScope()
+        self._proto.connected(serial, now=trio.current_time())
+        self._notify()
+        self._nursery.start_soon(self._read, conn)
+        return serial
+
+    async def _handshake(self, conn: _Connection, token: str) -> WebSocketConnection:
+        stream: trio.abc.Stream = await trio.open_tcp_stream(self._host, self._port)
+        conn.stream = stream
+        if self._ssl is not None:
+            tls = trio.SSLStream(
+                stream, self._ssl, server_hostname=self._host, https_compatible=True
+            )
+            conn.stream = tls
+            try:
+                await tls.do_handshake()
+            except trio.BrokenResourceError as exc:
+                cause = exc.__cause__ or exc
+                what = " ".join(
+                    str(part)
+                    for part in (
+                        getattr(cause, "reason", None),
+                        getattr(cause, "verify_message", None),
+                    )
+                    if part
+                )
+                raise ConnectionFailed(
+                    f"the TLS handshake with {self._host}:{self._port} failed: "
+                    f"{what or repr(cause)}",
+                    rule="P1",
+                ) from None
+            stream = tls
+        return await wrap_client_stream(
+            cast(trio.Nursery, conn),
+            cast(trio.SocketStream, stream),
+            self._host_header,
+            self._resource,
+            subprotocols=[SUBPROTOCOL],
+            extra_headers=[(b"authorization", f"Bearer {token}".encode())],
+            message_queue_size=64,
+            max_message_size=self.config.max_frame_bytes,
+        )
 
     def _connect_error(self, exc: BaseException) -> BaseException:
         """The error a failed connect raises; cancellation stays cancellation."""
+        if _first(exc, trio.Cancelled) is not None:
+            return exc
         ours = _first(exc, SessionError)
         if ours is not None:
             return ours
@@ -259,22 +289,45 @@ class Transport:
             return ConnectionFailed(
                 f"no WebSocket handshake within {self.config.connect_timeout} s", rule="P1"
             )
-        if _first(exc, trio.Cancelled) is not None:
-            return exc
         cause = _first(exc, OSError) or _first(exc, HandshakeError) or exc
         return ConnectionFailed(f"cannot connect to {self.url}: {cause!r}", rule="P1")
 
-    async def _read(self, ws: WebSocketConnection) -> SessionError:
-        """The reader: decode each frame and hand it over, until the connection ends.
+    async def _discard(self, conn: _Connection) -> None:
+        """Close the stream of a connection that is over; its reader tasks then end."""
+        stream, conn.stream = conn.stream, None
+        if stream is not None:
+            with trio.CancelScope(shield=True):
+                try:
+                    await trio.aclose_forcefully(stream)
+                except Exception as exc:  # Closing what is already broken.
+                    log.debug("closing the stream: %r", exc)
+        conn.down.set()
 
-        It also keeps the connection alive (rule R15): every ``keepalive_interval`` it pings,
-        and a pong missing after ``keepalive_timeout`` ends the connection as lost. One task
-        and one deadline per interval do both, rather than a task of its own per connection.
-        """
+    # ------------------------------------------------------------------ reading
+
+    async def _read(self, conn: _Connection) -> None:
+        """The reader of one connection, until it ends; then the drop is reported."""
+        error: SessionError = ConnectionLost("the connection ended", rule="R14")
+        try:
+            with conn.scope:
+                error = await self._loop(conn)
+        except Exception as exc:  # A failure of ours must not take the service down.
+            log.exception("the connection failed")
+            error = ConnectionLost(f"the connection failed: {exc!r}", rule="R14")
+        finally:
+            await self._discard(conn)
+            if not conn.by_us:
+                self._listener._dropped(conn.serial, conn.failure or error)
+            self._notify()
+
+    async def _loop(self, conn: _Connection) -> SessionError:
+        ws = cast(WebSocketConnection, conn.ws)
         interval = self.config.keepalive_interval
+        proto = self._proto
+        ping_at = math.inf if interval is None else trio.current_time() + interval
         while True:
-            deadline = math.inf if interval is None else trio.current_time() + interval
-            with trio.CancelScope(deadline=deadline):
+            with trio.CancelScope(deadline=min(ping_at, proto.next_deadline())) as wait:
+                conn.timer = wait
                 while True:
                     try:
                         text = await ws.get_message()  # cancel-safe: no frame is lost
@@ -285,17 +338,21 @@ class Transport:
                         message = decode_reply(text)
                     except RemoteProtocolError as exc:
                         log.warning("closing the connection: %s", exc)
-                        with (
-                            trio.CancelScope(shield=True),
-                            trio.move_on_after(self.config.close_timeout),
-                        ):
+                        with trio.move_on_after(self.config.close_timeout) as closing:
+                            closing.shield = True
                             await ws.aclose(CloseCode.PROTOCOL_ERROR, "bad frame")
                         return exc
-                    self._listener.received(message)
-            if not await self._pong(ws):
-                timeout = self.config.keepalive_timeout
-                self._abort_error = ConnectionLost(f"no pong within {timeout} s", rule="R15")
-                return self._abort_error
+                    self._listener._frame(conn.serial, message)
+                    wait.deadline = min(ping_at, proto.next_deadline())
+            now = trio.current_time()
+            if proto.expire(now=now):
+                timeout = proto.request_timeout
+                return ConnectionLost(f"no reply within {timeout} s", rule="R14")
+            if now >= ping_at:
+                if not await self._pong(ws):
+                    timeout = self.config.keepalive_timeout
+                    return ConnectionLost(f"no pong within {timeout} s", rule="R15")
+                ping_at = trio.current_time() + cast(float, interval)
 
     async def _pong(self, ws: WebSocketConnection) -> bool:
         """Ping and wait for the pong; ``False`` when it does not come in time (rule R15)."""
@@ -307,64 +364,76 @@ class Transport:
             return True
         return False
 
-    async def send(self, text: str) -> None:
-        """Send one frame, shielded from cancellation (a cut frame would poison the stream).
+    # ------------------------------------------------------------------ sending and ending
 
-        Raises :class:`ConnectionLost` when the socket is not connected or the send fails; a
-        send that takes longer than ``send_timeout`` aborts the connection.
+    async def send(self, serial: int, text: str, reply_by: float = math.inf) -> None:
+        """Send one frame on connection ``serial``, shielded and bounded by ``send_timeout``;
+        the reader wakes by ``reply_by`` to time out the reply.
+
+        Never raises: a send that fails or times out drops the connection, and the protocol
+        decides what becomes of the requests on it (R14).
         """
-        async with self._send_lock:
-            ws = self._ws
-            if ws is None or self.socket.state is not WebSocketState.CONNECTED:
-                raise ConnectionLost("the socket is not connected", rule="R14")
-            with trio.CancelScope(shield=True), trio.move_on_after(self.config.send_timeout):
-                try:
-                    await ws.send_message(text)
-                except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
-                    raise ConnectionLost(
-                        "the connection closed during a send", rule="R14"
-                    ) from None
+        conn = self._conn
+        if conn is None or conn.serial != serial or conn.ws is None:
+            return
+        timer = conn.timer
+        if timer is not None and reply_by < timer.deadline:
+            timer.deadline = reply_by
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + self.config.send_timeout
+            try:
+                await conn.ws.send_message(text)
+            except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+                self.abort(
+                    serial, ConnectionLost("the connection closed during a send", rule="R14")
+                )
                 return
-            error = ConnectionLost(f"no send within {self.config.send_timeout} s", rule="R14")
-            self.abort(error)
-            raise error
+        if scope.cancelled_caught:
+            timeout = self.config.send_timeout
+            self.abort(serial, ConnectionLost(f"no send within {timeout} s", rule="R14"))
 
     async def close(self) -> None:
-        """Close the connection gracefully, bounded by ``close_timeout``; the socket ends CLOSED.
-
-        Shielded: once begun, a close finishes even if the caller is cancelled.
-        """
-        if self.socket.state is not WebSocketState.CONNECTED:
+        """Close the current connection gracefully, bounded by ``close_timeout``; shielded."""
+        conn = self._conn
+        if conn is None or not self._proto.closing(conn.serial):
             return
-        ws, scope = self._ws, self._scope
-        self._closing_by_us = True
-        self._move("close")
+        conn.by_us = True
+        self._notify()
         with trio.CancelScope(shield=True):
-            try:
-                if ws is not None:
-                    with trio.move_on_after(self.config.close_timeout):
-                        await ws.aclose(CloseCode.NORMAL)
-            finally:
-                self._handshake_over.set()
-            if scope is not None:
-                scope.cancel()
-            await self._finished.wait()
-        self._move("closed")
+            if conn.ws is not None:
+                with trio.move_on_after(self.config.close_timeout):
+                    try:
+                        await conn.ws.aclose(CloseCode.NORMAL)
+                    except Exception as exc:  # Closing what is already broken.
+                        log.debug("closing the connection: %r", exc)
+            conn.scope.cancel()
+            await self._discard(conn)
+        self._proto.closed(conn.serial)
+        self._notify()
+
+    def abort(self, serial: int | None = None, error: SessionError | None = None) -> None:
+        """Drop connection ``serial`` (the current one by default) now, without a handshake."""
+        conn = self._conn
+        if conn is None or conn.by_us or (serial is not None and conn.serial != serial):
+            return
+        if conn.failure is None:
+            conn.failure = error or ConnectionLost("the connection was dropped", rule="R14")
+        conn.scope.cancel()
+        self._notify()
 
     async def settle(self) -> None:
-        """Wait until a connection that is going down (aborted, dropping or closing) is down.
+        """Wait until no connection is starting or ending: the socket is CLOSED and its
+        stream closed, or CONNECTED to a connection nobody is ending."""
+        while not self._settled():
+            if self._changed is None:
+                self._changed = trio.Event()
+            await self._changed.wait()
 
-        Afterwards the socket is CLOSED, or CONNECTED to a connection nobody is ending.
-        """
-        state = self.socket.state
-        ending = state is WebSocketState.CLOSING or (
-            state is WebSocketState.CONNECTED and self._abort_error is not None
-        )
-        if ending:
-            await self._down.wait()
-
-    def abort(self, error: SessionError | None = None) -> None:
-        """Drop the connection now, without a close handshake; the drop is reported as usual."""
-        if self._scope is not None and not self._closing_by_us:
-            self._abort_error = error or ConnectionLost("the connection was aborted", rule="R14")
-            self._scope.cancel()
+    def _settled(self) -> bool:
+        conn = self._conn
+        state = self._proto.socket.state
+        if state is WebSocketState.CLOSED:
+            return conn is None or conn.down.is_set()
+        if state is WebSocketState.CONNECTED:
+            return conn is not None and conn.failure is None and not conn.by_us
+        return False

@@ -7,6 +7,7 @@ specs/protocol.schema.json.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -70,10 +71,12 @@ def frames(monkeypatch: pytest.MonkeyPatch) -> Frames:
     original_send = transport_module.Transport.send
     original_decode = transport_module.decode_reply
 
-    async def send(self: transport_module.Transport, text: str) -> None:
+    async def send(
+        self: transport_module.Transport, serial: int, text: str, reply_by: float = math.inf
+    ) -> None:
         validate_client_frame(text)
         record.sent.append(json.loads(text))
-        await original_send(self, text)
+        await original_send(self, serial, text, reply_by)
 
     def decode(text: str | bytes) -> Any:
         assert isinstance(text, str)
@@ -500,12 +503,32 @@ async def test_r17_switched_session_is_closed_and_published(server_url: str, min
             assert second.state is S.OPEN
 
 
-async def test_cancelled_open_leaves_a_truthful_state(server_url: str, mint: Mint) -> None:
-    """Cancelling the caller of open cancels its wait only; the session still ends OPEN."""
+async def test_cancelled_open_leaves_a_truthful_state(
+    server_url: str, mint: Mint, frames: Frames
+) -> None:
+    """Cancelled before its frame left, the open fails (CLOSED, nothing sent); cancelled after,
+    only the wait is cancelled and the session still ends OPEN."""
     async with service(server_url, mint("ext-ada")) as session, session.subscribe() as events:
         with trio.move_on_after(0):
             await session.open(ADA)
-        assert session.state is S.OPENING  # the open goes on without its caller
+        assert session.state is S.CLOSED
+        assert session.socket_state is WebSocketState.CLOSED
+        assert frames.sent_types() == []
+
+        async with trio.open_nursery() as nursery:
+            scope = trio.CancelScope()
+
+            async def opener() -> None:
+                with scope:
+                    await session.open(ADA)
+
+            nursery.start_soon(opener)
+            async for event in events:  # cancel the caller as soon as it is connected
+                if isinstance(event, SocketStateChangeEvent) and event.state is W.CONNECTED:
+                    scope.cancel()
+                    break
+        assert scope.cancelled_caught
+        assert frames.sent_types() == ["open"]
         with trio.fail_after(3):
             async for event in events:
                 if isinstance(event, SessionStateChangeEvent) and event.old is S.OPENING:

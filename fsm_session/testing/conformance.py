@@ -19,11 +19,11 @@
    shortest call sequence that shows it.
 
 Every check is tied to a rule ID (:data:`CHECKS`). The kit uses only the service's public API.
-Coverage is measured, not assumed: the row the session machine last took (``session.core.last``)
-is read before and after every call, while a call runs, at every frame the proxy forwards and at
-every event of ``session.subscribe()``; a state-change event names its row when one row has its
-source, trigger and destination. Rows the public API cannot cause are listed in
-:data:`NOT_REACHABLE` and reported apart.
+Coverage is measured, not assumed: the row the session machine last took
+(``session.last_transition``) is read before and after every call, while a call runs, at every
+frame the proxy forwards and at every event of ``session.subscribe()``; a state-change event
+names its row when one row has its source, trigger and destination. Rows the public API cannot
+cause are listed in :data:`NOT_REACHABLE` and reported apart.
 """
 
 from __future__ import annotations
@@ -274,8 +274,8 @@ class _Client:
     # ---------------------------------------------------------------- observing
 
     def note(self) -> None:
-        """Count the row the machine last took (``session.core.last``) as covered."""
-        key = self.world.row_keys.get(id(self.service.core.last))
+        """Count the row the machine last took (``session.last_transition``) as covered."""
+        key = self.world.row_keys.get(id(self.service.last_transition))
         if key is not None:
             self.world.covered.add(key)
 
@@ -332,15 +332,15 @@ class _Client:
                     self.world.covered.update(lost)
 
     async def _watched(self, call: Callable[[], Awaitable[Any]]) -> Any:
-        """``await call()``, reading ``core.last`` before, while it runs, and after."""
+        """``await call()``, reading ``last_transition`` before, while it runs, and after."""
         self.note()
-        core = self.service.core
-        before = core.last
+        service = self.service
+        before = service.last_transition
         running = True
 
         async def watch() -> None:
             while running:
-                if core.last is not before:
+                if service.last_transition is not before:
                     self.note()
                     return
                 await trio.lowlevel.checkpoint()
@@ -412,7 +412,7 @@ class _Client:
         if note:
             self.steps.append("open()" if info is None else f"open({info!r})")
         before_state, before_participant = service.state, service.participant
-        identity = service.core.identity
+        identity = service.identity
         sent_before = len(self.sent)
         try:
             participant: Participant = await self._watched(
@@ -771,15 +771,14 @@ async def _follow(client: _Client, seconds: float = 3.0) -> None:
     """After a cut: note each row the service takes until it is settled again (resumed and
     connected, or CLOSED); R14 when a reconnecting service lost its session."""
     service = client.service
-    core = service.core
     was_open = service.is_open()
     participant = service.participant
-    last = core.last
+    last = service.last_transition
     changed = False
     with trio.move_on_after(seconds):
         while True:
-            if core.last is not last:
-                last, changed = core.last, True
+            if service.last_transition is not last:
+                last, changed = service.last_transition, True
                 client.note()
             settled = service.state is S.CLOSED or (
                 service.is_open() and service.socket_state is WebSocketState.CONNECTED
@@ -854,7 +853,7 @@ async def _replay(world: _World, path: TransitionPath, steps: list[str]) -> None
                 sends = step.edge.effect in _SEND_EFFECTS
                 if sends and not answered:
                     proxy.hold("server")  # keep the session in flight for the next step
-                before_frames, before_row = len(client.sent), service.core.last
+                before_frames, before_row = len(client.sent), service.last_transition
                 running += 1
                 calls.start_soon(
                     background,
@@ -874,7 +873,7 @@ async def _replay(world: _World, path: TransitionPath, steps: list[str]) -> None
 
 
 def _moved(service: SessionService, before: object, done: Callable[[], bool]) -> bool:
-    return service.core.last is not before or done()
+    return service.last_transition is not before or done()
 
 
 def _sent_more(client: _Client, before: int, done: Callable[[], bool]) -> bool:
@@ -899,7 +898,7 @@ def _call_for(client: _Client, step: Step, *, burst: bool) -> Callable[[], Await
                 client.bursting = True
                 try:
                     for n in range(60):
-                        last = client.service.core.last
+                        last = client.service.last_transition
                         if last is not None and last.trigger == "update_failed":
                             return
                         if client.service.state is S.GHOST:  # a name would promote it (R7)
@@ -1076,7 +1075,7 @@ def _machine(portal: TrioPortal, world: _World) -> type[RuleBasedStateMachine]:
             portal.run(self._reopen_elsewhere)
 
         async def _reopen_elsewhere(self) -> None:
-            identity = self.client.service.core.identity
+            identity = self.client.service.identity
             await self.client.close(note=False)
             other = await _start_client(
                 world, portal.nursery, self.steps, external_id=self.external_id

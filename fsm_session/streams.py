@@ -1,0 +1,101 @@
+"""The events a session publishes, delivered in order to each subscriber's bounded stream."""
+
+from __future__ import annotations
+
+import trio
+
+from fsm_session.errors import SessionError
+from fsm_session.events import Event
+
+__all__ = ["EventStream", "EventsDropped", "Hub"]
+
+
+class EventsDropped(SessionError):
+    """A subscriber fell more than its buffer behind; its stream was ended, not thinned."""
+
+    code = "events_dropped"
+
+
+class _Subscriber:
+    __slots__ = ("overflowed", "send")
+
+    def __init__(self, send: trio.MemorySendChannel[Event]) -> None:
+        self.send = send
+        self.overflowed = False
+
+
+class EventStream:
+    """Every event of the session, in order, from the moment of ``subscribe()``.
+
+    Iterate with ``async for``. The stream ends when the service ends; if this subscriber falls
+    more than ``ServiceConfig.event_buffer`` events behind, it ends with ``EventsDropped``
+    instead of silently skipping events.
+    """
+
+    def __init__(self, receive: trio.MemoryReceiveChannel[Event], subscriber: _Subscriber) -> None:
+        self._receive = receive
+        self._subscriber = subscriber
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> Event:
+        try:
+            return await self._receive.receive()
+        except trio.EndOfChannel:
+            if self._subscriber.overflowed:
+                raise EventsDropped("this subscriber fell too far behind", rule="R18") from None
+            raise StopAsyncIteration from None
+
+    def ready(self) -> list[Event]:
+        """The events already delivered to this stream, taken without waiting."""
+        events: list[Event] = []
+        while True:
+            try:
+                events.append(self._receive.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                return events
+
+    async def receive(self) -> Event:
+        """The next event (``StopAsyncIteration`` when the stream has ended)."""
+        return await self.__anext__()
+
+
+class Hub:
+    """The subscribers of one session, and the publishing of its events to them."""
+
+    __slots__ = ("subscribers",)
+
+    def __init__(self) -> None:
+        self.subscribers: list[_Subscriber] = []
+
+    def subscribe(
+        self, size: int
+    ) -> tuple[EventStream, _Subscriber, trio.MemoryReceiveChannel[Event]]:
+        send, receive = trio.open_memory_channel[Event](size)
+        subscriber = _Subscriber(send)
+        self.subscribers.append(subscriber)
+        return EventStream(receive, subscriber), subscriber, receive
+
+    def unsubscribe(self, subscriber: _Subscriber) -> None:
+        # Unsubscribe before closing, with no checkpoint between: a publish in between would
+        # find the receiving end closed.
+        if subscriber in self.subscribers:
+            self.subscribers.remove(subscriber)
+        subscriber.send.close()
+
+    def publish(self, event: Event) -> None:
+        if not self.subscribers:
+            return
+        for subscriber in list(self.subscribers):
+            try:
+                subscriber.send.send_nowait(event)
+            except trio.WouldBlock:
+                subscriber.overflowed = True
+                subscriber.send.close()
+                self.subscribers.remove(subscriber)
+
+    def end(self) -> None:
+        for subscriber in self.subscribers:
+            subscriber.send.close()
+        self.subscribers.clear()
