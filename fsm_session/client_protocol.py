@@ -298,6 +298,7 @@ class ClientProtocol:
         """The driver finished the close whose outcome this is: the session is CLOSED."""
         if outcome is not self.close_outcome:
             return  # an older close: the session has moved on
+        self._abandon(RequestAborted("the session was closed", rule="R11", state=self.state))
         if self.session.state is _S.CLOSING:
             self._fire("closed")
         self._end_close()
@@ -321,6 +322,9 @@ class ClientProtocol:
         connected one (a queued request then waits for the resume, R14).
         """
         if request.done or serial != self.connection or self.socket.state is not W.CONNECTED:
+            return None
+        if request.generation != self.generation:  # made for an open or close since ended
+            self._fail(request, RequestAborted("the session it was made for ended", rule="R11"))
             return None
         if request.id is not None:
             return None  # already on this connection
