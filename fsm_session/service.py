@@ -24,25 +24,20 @@ from typing import Any, cast
 
 import trio
 
-from fsm_session import tokens
-from fsm_session.client_protocol import ClientProtocol, Outcome, Pending, ReconnectPolicy
+from fsm_session import tokens, upkeep
+from fsm_session.client_protocol import ClientProtocol, Pending, ReconnectPolicy
 from fsm_session.errors import (
-    BackendError,
-    ConnectionLost,
-    InvalidToken,
     RemoteProtocolError,
     RequestAborted,
     SessionError,
     SessionNotOpen,
-    TokenError,
-    TokenExpired,
-    TransitionNotAllowed,
 )
 from fsm_session.machine import MISSING, Effect, On, SessionState, WebSocketState
 from fsm_session.models import Participant, ParticipantInfo
 from fsm_session.protocol import Message
 from fsm_session.streams import EventsDropped, EventStream, Hub
 from fsm_session.transport import Transport, TransportConfig
+from fsm_session.upkeep import settled, wait
 
 __all__ = [
     "EventStream",
@@ -72,27 +67,6 @@ class ServiceConfig:
     """How long ``close()`` waits for the backend to confirm the logout (rule R11)."""
     event_buffer: int = 1024
     """Events a subscriber may fall behind by before its stream ends with ``EventsDropped``."""
-
-
-async def _wait(outcome: Outcome) -> Any:
-    """The outcome's value, or its error raised; a cancelled caller cancels only this wait."""
-    if outcome.done:
-        await trio.lowlevel.checkpoint()
-    else:
-        if outcome.waker is None:
-            outcome.waker = trio.Event()
-        await cast(trio.Event, outcome.waker).wait()
-    if outcome.error is not None:
-        raise outcome.error
-    return outcome.value
-
-
-async def _settled(outcome: Outcome) -> None:
-    """Wait for the outcome without taking on its error."""
-    if not outcome.done:
-        if outcome.waker is None:
-            outcome.waker = trio.Event()
-        await cast(trio.Event, outcome.waker).wait()
 
 
 class SessionService:
@@ -141,7 +115,7 @@ class SessionService:
         self._reconnector: trio.CancelScope | None = None
         self._complaints = [0.0, 0, 0]  # window start, logged in it, suppressed in it
         if refresh_token is not None:
-            nursery.start_soon(self._keep_token_fresh, refresh_token)
+            nursery.start_soon(upkeep.keep_token_fresh, self, refresh_token)
 
     def __repr__(self) -> str:  # Never the token (rule R16).
         return (
@@ -210,14 +184,14 @@ class SessionService:
         while True:
             closing = proto.close_outcome
             if closing is not None and proto.session.state is _S.CLOSING:
-                await _settled(closing)  # R11: open after the close in progress
+                await settled(closing)  # R11: open after the close in progress
                 continue
             effect, request = proto.open(info, now=trio.current_time())
             if request is None:  # RETURN_PARTICIPANT: already open as asked (R5)
                 await trio.lowlevel.checkpoint()
                 return cast(Participant, proto.session.participant)
             if effect is Effect.JOIN_OPEN:
-                return cast(Participant, await _wait(request))
+                return cast(Participant, await wait(request))
             return await self._carry_open(request)
 
     async def _carry_open(self, request: Pending) -> Participant:
@@ -248,7 +222,7 @@ class SessionService:
             finally:
                 self._work.discard(scope)
         try:
-            return cast(Participant, await _wait(request))
+            return cast(Participant, await wait(request))
         except SessionError:
             await self._release_socket()
             raise
@@ -268,13 +242,13 @@ class SessionService:
         """
         proto = self._proto
         while proto.update_request is not None:
-            await _settled(proto.update_request)
+            await settled(proto.update_request)
         request = proto.update(name, avatar_url, now=trio.current_time())
         if request is None:  # nothing to change (R10)
             await trio.lowlevel.checkpoint()
             return cast(Participant, proto.session.participant)
         await self._send(request)
-        return cast(Participant, await _wait(request))
+        return cast(Participant, await wait(request))
 
     async def _send(self, request: Pending) -> None:
         """Send a request on the current connection; while there is none it waits in the
@@ -298,7 +272,7 @@ class SessionService:
             await trio.lowlevel.checkpoint()
             return
         if effect is Effect.JOIN_CLOSE:
-            await _settled(outcome)
+            await settled(outcome)
             return
         self._cancel_work()
         with trio.CancelScope(shield=True):
@@ -307,7 +281,7 @@ class SessionService:
             if logout is not None:
                 await self._send(logout)
                 with trio.move_on_at(logout.deadline + self.config.transport.close_timeout):
-                    await _settled(logout)  # the reader times it out at its deadline
+                    await settled(logout)  # the reader times it out at its deadline
                 if logout.error is not None:
                     log.info("logout not confirmed: %s", logout.error)
             await transport.close()
@@ -390,7 +364,7 @@ class SessionService:
             scope = trio.CancelScope()
             self._reconnector = scope
             self._work.add(scope)
-            self._nursery.start_soon(self._reconnect, scope, error)
+            self._nursery.start_soon(upkeep.reconnect, self, scope, error)
         elif self.state is _S.CLOSED:
             self._cancel_work()
 
@@ -405,105 +379,6 @@ class SessionService:
     def _lose(self, reason: str, error: SessionError) -> None:
         if self._proto.lose(reason, error):
             self._after_loss(error)
-
-    # ------------------------------------------------------------------ reconnecting (R14)
-
-    async def _reconnect(self, scope: trio.CancelScope, error: SessionError) -> None:
-        """Get the connection back and resume the same participant, or give up (R14, R18).
-
-        ``scope`` is work tied to the session: ``close()`` cancels it and so stops the loop.
-        """
-        proto, transport = self._proto, self._transport
-        try:
-            with scope:
-                while True:
-                    now = trio.current_time()
-                    proto.expire(now=now)
-                    delay = proto.reconnect_delay(now=now)
-                    if delay is None:
-                        break
-                    await trio.sleep(delay)
-                    attempt, final = await self._resume_once()
-                    if attempt is None:
-                        return
-                    error = attempt
-                    transport.abort(None, error)
-                    await transport.settle()  # the socket is CLOSED before we go on
-                    if proto.reconnect_failed(error, final=final, now=trio.current_time()):
-                        self._after_loss(error)
-                        return
-                if proto.reconnecting:
-                    self._lose("reconnect_failed", error)
-        finally:
-            self._work.discard(scope)
-            if self._reconnector is scope:
-                self._reconnector = None
-
-    async def _resume_once(self) -> tuple[SessionError | None, bool]:
-        """One attempt: connect, resume, send again what waits. ``(None, _)`` when it is over
-        (resumed, or nothing to resume); else the error, and whether it is final."""
-        proto, transport = self._proto, self._transport
-        timeout = self.config.reconnect.attempt_timeout
-        with trio.move_on_after(timeout):
-            try:
-                await transport.settle()
-                serial = proto.connection
-                if transport.state is WebSocketState.CLOSED:
-                    serial = await transport.connect(self._token)
-                request = proto.resume(now=trio.current_time())
-                if request is None:
-                    return None, False
-                await self._send(request)
-                await _wait(request)
-                now = trio.current_time()
-                for frame in proto.resend(serial, now=now):
-                    await transport.send(serial, frame, now + proto.request_timeout)
-                return None, False
-            except (TokenError, BackendError, TransitionNotAllowed) as refusal:
-                return refusal, True  # the token, an unknown participant, another one (R18)
-            except SessionError as transient:
-                return transient, False
-        return ConnectionLost(f"no resume within {timeout} s", rule="R14"), False
-
-    # ------------------------------------------------------------------ tokens (R16)
-
-    async def _keep_token_fresh(self, refresh: Callable[[bool], Awaitable[str]]) -> None:
-        """Ask for a fresh token at 1/2 and 3/4 of its life and at expiry (rule R16)."""
-        while True:
-            times = tokens.refresh_times(self._claims)
-            if times is None:
-                return
-            renewed = False
-            for when in times:
-                await trio.sleep(max(0.0, when - self.config.wall_clock()))
-                if await self._try_refresh(refresh, expired=when == times[-1]):
-                    renewed = True
-                    break
-            if not renewed:
-                self._lose(
-                    "token_expired",
-                    TokenExpired("the access token expired", rule="R16", state=self.state),
-                )
-                return
-
-    async def _try_refresh(self, refresh: Callable[[bool], Awaitable[str]], expired: bool) -> bool:
-        """Call the callback and adopt its token; ``False`` when that failed (never logged)."""
-        try:
-            token = await refresh(expired)
-            if not isinstance(token, str) or not token:
-                raise InvalidToken("the refresh callback returned no token", rule="R16")
-            claims = tokens.read_claims(token)
-            request = self._proto.refresh_token(token, now=trio.current_time())
-            if request is not None:
-                await self._send(request)
-                await _wait(request)
-        except Exception as exc:  # The callback is the application's: contain its failure.
-            log.warning("token refresh failed (%s); the current token stays", type(exc).__name__)
-            return False
-        self._token = token
-        self._claims = claims
-        self._proto.session.token_external_id = claims.external_id
-        return True
 
 
 @asynccontextmanager

@@ -32,3 +32,19 @@ def test_every_error_of_the_spec_is_exported() -> None:
     for name in re.findall(r"`(\w+)`", table):
         if name[0].isupper() and name not in ("ValueError", "TypeError"):
             assert name in fsm_session.__all__, name
+
+
+def test_the_service_surface_is_what_the_readme_says() -> None:
+    """Every public member of SessionService is in the README's table, and nothing more."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme[
+        readme.index("<!-- service-surface:begin -->") : readme.index(
+            "<!-- service-surface:end -->"
+        )
+    ]
+    documented = set()
+    for row in table.splitlines()[4:]:
+        first = row.split("|")[1] if row.startswith("|") else ""
+        documented.update(re.findall(r"`(\w+)", first))
+    public = {name for name in dir(fsm_session.SessionService) if not name.startswith("_")}
+    assert documented == public

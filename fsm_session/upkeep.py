@@ -1,0 +1,156 @@
+"""What keeps a session going between calls: reconnecting and resuming (R14) and refreshing
+the token (R16), run as tasks of the service; and the waits on an outcome that callers share.
+
+These are the service's own tasks, split from ``service.py`` to keep each module readable; they
+drive the same :class:`~fsm_session.client_protocol.ClientProtocol` and transport.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, cast
+
+import trio
+
+from fsm_session import tokens
+from fsm_session.errors import (
+    BackendError,
+    ConnectionLost,
+    InvalidToken,
+    SessionError,
+    TokenError,
+    TokenExpired,
+    TransitionNotAllowed,
+)
+from fsm_session.machine import WebSocketState
+from fsm_session.requests import Outcome
+
+if TYPE_CHECKING:
+    from fsm_session.service import SessionService
+
+__all__ = ["keep_token_fresh", "reconnect", "settled", "wait"]
+
+log = logging.getLogger("fsm_session.service")
+
+
+async def wait(outcome: Outcome) -> Any:
+    """The outcome's value, or its error raised; a cancelled caller cancels only this wait."""
+    if outcome.done:
+        await trio.lowlevel.checkpoint()
+    else:
+        if outcome.waker is None:
+            outcome.waker = trio.Event()
+        await cast(trio.Event, outcome.waker).wait()
+    if outcome.error is not None:
+        raise outcome.error
+    return outcome.value
+
+
+async def settled(outcome: Outcome) -> None:
+    """Wait for the outcome without taking on its error."""
+    if not outcome.done:
+        if outcome.waker is None:
+            outcome.waker = trio.Event()
+        await cast(trio.Event, outcome.waker).wait()
+
+
+async def reconnect(self: SessionService, scope: trio.CancelScope, error: SessionError) -> None:
+    """Get the connection back and resume the same participant, or give up (R14, R18).
+
+    ``scope`` is work tied to the session: ``close()`` cancels it and so stops the loop.
+    """
+    proto, transport = self._proto, self._transport
+    try:
+        with scope:
+            while True:
+                now = trio.current_time()
+                proto.expire(now=now)
+                delay = proto.reconnect_delay(now=now)
+                if delay is None:
+                    break
+                await trio.sleep(delay)
+                attempt, final = await _resume_once(self)
+                if attempt is None:
+                    return
+                error = attempt
+                transport.abort(None, error)
+                await transport.settle()  # the socket is CLOSED before we go on
+                if proto.reconnect_failed(error, final=final, now=trio.current_time()):
+                    self._after_loss(error)
+                    return
+            if proto.reconnecting:
+                self._lose("reconnect_failed", error)
+    finally:
+        self._work.discard(scope)
+        if self._reconnector is scope:
+            self._reconnector = None
+
+
+async def _resume_once(self: SessionService) -> tuple[SessionError | None, bool]:
+    """One attempt: connect, resume, send again what waits. ``(None, _)`` when it is over
+    (resumed, or nothing to resume); else the error, and whether it is final."""
+    proto, transport = self._proto, self._transport
+    timeout = self.config.reconnect.attempt_timeout
+    with trio.move_on_after(timeout):
+        try:
+            await transport.settle()
+            serial = proto.connection
+            if transport.state is WebSocketState.CLOSED:
+                serial = await transport.connect(self._token)
+            request = proto.resume(now=trio.current_time())
+            if request is None:
+                return None, False
+            await self._send(request)
+            await wait(request)
+            now = trio.current_time()
+            for frame in proto.resend(serial, now=now):
+                await transport.send(serial, frame, now + proto.request_timeout)
+            return None, False
+        except (TokenError, BackendError, TransitionNotAllowed) as refusal:
+            return refusal, True  # the token, an unknown participant, another one (R18)
+        except SessionError as transient:
+            return transient, False
+    return ConnectionLost(f"no resume within {timeout} s", rule="R14"), False
+
+
+async def keep_token_fresh(self: SessionService, refresh: Callable[[bool], Awaitable[str]]) -> None:
+    """Ask for a fresh token at 1/2 and 3/4 of its life and at expiry (rule R16)."""
+    while True:
+        times = tokens.refresh_times(self._claims)
+        if times is None:
+            return
+        renewed = False
+        for when in times:
+            await trio.sleep(max(0.0, when - self.config.wall_clock()))
+            if await _try_refresh(self, refresh, expired=when == times[-1]):
+                renewed = True
+                break
+        if not renewed:
+            self._lose(
+                "token_expired",
+                TokenExpired("the access token expired", rule="R16", state=self.state),
+            )
+            return
+
+
+async def _try_refresh(
+    self: SessionService, refresh: Callable[[bool], Awaitable[str]], expired: bool
+) -> bool:
+    """Call the callback and adopt its token; ``False`` when that failed (never logged)."""
+    try:
+        token = await refresh(expired)
+        if not isinstance(token, str) or not token:
+            raise InvalidToken("the refresh callback returned no token", rule="R16")
+        claims = tokens.read_claims(token)
+        request = self._proto.refresh_token(token, now=trio.current_time())
+        if request is not None:
+            await self._send(request)
+            await wait(request)
+    except Exception as exc:  # The callback is the application's: contain its failure.
+        log.warning("token refresh failed (%s); the current token stays", type(exc).__name__)
+        return False
+    self._token = token
+    self._claims = claims
+    self._proto.session.token_external_id = claims.external_id
+    return True
