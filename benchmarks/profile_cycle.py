@@ -26,9 +26,9 @@ from pathlib import Path
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import wire
+from bare import bare_cycle
+from harness import Server, info_for, token_for, ws_headers
 
 LAYERS: list[tuple[str, str]] = [
     ("fsm_session/machine.py", "machine (ours)"),
@@ -96,8 +96,8 @@ async def client(url: str, cycles: int, profiler: cProfile.Profile, floor: bool)
     from fsm_session.service import open_session_service
 
     external_id = "bench-profile"
-    token = wire.token_for(external_id)
-    info = wire.info_for(external_id)
+    token = token_for(external_id)
+    info = info_for(external_id)
     async with open_session_service(url, access_token=token) as session:
 
         async def ours() -> None:
@@ -105,7 +105,7 @@ async def client(url: str, cycles: int, profiler: cProfile.Profile, floor: bool)
             await session.close()
 
         port = int(url.rsplit(":", 1)[1].strip("/"))
-        bare = partial(wire.ws_cycle, port, wire.ws_headers(token), wire.our_frames(external_id))
+        bare = partial(bare_cycle, port, ws_headers(token), info)
         cycle = bare if floor else ours
         for _ in range(50):
             await cycle()
@@ -122,7 +122,9 @@ def main() -> int:
     parser.add_argument("--cycles", type=int, default=1000)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument(
-        "--floor", action="store_true", help="profile the bare trio-websocket cycle instead"
+        "--floor",
+        action="store_true",
+        help="profile the bare client against the bare JSON server instead",
     )
     parser.add_argument(
         "--wall", action="store_true", help="wall-clock time (waits included), not CPU time"
@@ -130,13 +132,8 @@ def main() -> int:
     args = parser.parse_args()
     out = Path(tempfile.mkdtemp(prefix="fsm-profile-"))
     server_prof = out / "server.prof"
-    me = str(Path(wire.__file__).resolve())
-    sizes = wire.our_frames("bench-profile").sizes
-    serve = ["--serve", "ws", "--replies", f"{sizes['opened']},{sizes['closed']}"]
-    server = wire.Server(
-        [me, *(serve if args.floor else ["--serve", "ours"]), "--profile", str(server_prof)]
-        + ([] if args.wall else ["--cpu"])
-    )
+    extra = ("--profile", str(server_prof), *([] if args.wall else ["--cpu"]))
+    server = Server.bare(extra) if args.floor else Server.reference(extra=extra)
     try:
         profiler = cProfile.Profile() if args.wall else cProfile.Profile(time.process_time)
         elapsed = trio.run(client, server.url, args.cycles, profiler, args.floor)
