@@ -6,8 +6,8 @@ no tasks or timeouts of their own, no checks beyond reading the reply's type and
 * The **bare client** builds each request as a dict and ``json.dumps`` it with the separators
   and ``ensure_ascii`` of ``fsm_session.protocol.encode``, sends it with trio-websocket's
   ``send_message``, ``json.loads`` the reply and checks that its ``type`` and ``id`` are the ones
-  expected. It connects with ``trio_websocket.open_websocket``, offering our subprotocol and an
-  ``Authorization`` header of the same length as our client's.
+  expected. It connects with ``trio_websocket.open_websocket``, offering our subprotocol and
+  the same ``Authorization`` header as our client.
 * The **bare JSON server** (``serve_bare``, run in its own process) accepts any upgrade that
   offers our subprotocol, ``json.loads`` each request and answers with the frame the reference
   server would send: ``opened`` with a participant (a fresh random ID, the info as given),

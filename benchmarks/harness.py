@@ -1,4 +1,4 @@
-"""What the wire benchmarks share: server processes, tokens, /proc readings, machine facts.
+"""What the wire benchmarks share: plans, server processes, tokens, /proc readings, machine facts.
 
 Every server of ``wire.py``, ``profile_cycle.py`` and ``profile_memory.py`` runs in a child
 process (``wire.py --serve ...``) that prints its URL as its first stdout line; the client side
@@ -13,6 +13,8 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from importlib.metadata import version
 from pathlib import Path
@@ -29,6 +31,34 @@ HOST = "127.0.0.1"
 PAGE = os.sysconf("SC_PAGE_SIZE")
 KIB = 1024
 WIRE = str(Path(__file__).resolve().parent / "wire.py")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much ``wire.py`` measures: ``--quick`` (``make bench``) or ``--full``."""
+
+    name: str
+    cycles: int  # per kind, over all rounds
+    updates: int  # per kind, over all rounds
+    rounds: int
+    counted: int  # operations per counting pass
+    scale: int
+    batch: int
+    churn_cycles: int  # ours
+    churn_sessions: int  # concurrent, each cycling
+    churn_floor_cycles: int  # the bare client
+
+
+QUICK = Plan("quick", 600, 3_000, 20, 50, 1_000, 250, 3_000, 50, 3_000)
+FULL = Plan("full", 3_000, 20_000, 40, 200, 10_000, 500, 100_000, 100, 20_000)
+
+OURS_REF = "ours, reference server"
+OURS_BARE = "ours, bare server"
+BARE = "bare client, bare server"
+NAMES = ("Bench User A", "Bench User B")  # each differs from the other and from info_for's
+
+Op = Callable[[], Awaitable[Any]]
+"""One timed operation: a cycle, an update."""
 
 
 def rss_bytes(pid: int | str = "self") -> int:

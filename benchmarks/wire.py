@@ -1,6 +1,6 @@
 """What a session costs on the wire, beside a bare trio-websocket client doing the same JSON work.
 
-Run ``python benchmarks/wire.py`` (``--quick``, the default, about a minute) or
+Run ``python benchmarks/wire.py`` (``--quick``, the default, one to two minutes) or
 ``python benchmarks/wire.py --full`` (the issue's sizes, a few minutes). ``--json [PATH]`` also
 writes every figure as JSON, by default under ``benchmarks/results/`` (ignored by git).
 ``--only cycle|update|scale|churn`` runs some parts only. Loopback only; every loop is bounded.
@@ -19,14 +19,14 @@ match key for key, and unless the bare client's frames are byte for byte ours.
 2. **update() round trip** on an open session (our ``await s.update(name=...)``, two names in
    turn so each is a change) beside the bare client's update request and reply on an open
    connection; client-only and end-to-end as above.
-3. **scale**: K sessions open at once, each its own service and token, beside K bare
+3. **trio work per operation** (counted after the timed rounds, client-only): tasks spawned,
+   cancel scopes entered and function calls per cycle and per update, ours and the bare client's.
+4. **scale**: K sessions open at once, each its own service and token, beside K bare
    connections that have each exchanged one request and reply (open/opened). Time to open all,
    client resident-set growth per session, client Python heap per session (tracemalloc, in a
    separate child), server resident-set growth per session.
-4. **churn**: C sessions doing open/close cycles until N are done: cycles per second and client
+5. **churn**: C sessions doing open/close cycles until N are done: cycles per second and client
    resident set after warm-up against the end, beside the bare client.
-5. **trio work per operation** (counted after the timed rounds, client-only): tasks spawned,
-   cancel scopes entered and function calls per cycle and per update, ours and the bare client's.
 
 Figures 1 and 2 run their kinds in interleaved rounds (the order rotates each round), so drift
 hits all kinds alike; each figure is the median over every operation of every round. This script
@@ -43,9 +43,8 @@ import statistics
 import subprocess
 import sys
 import time
-import tracemalloc
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -56,48 +55,30 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bare import BareConnection, bare_cycle, connect, dumps, info_json, run_server
-from counting import Counts, count
+from counting import count
 from harness import (
-    KIB,
+    BARE,
+    FULL,
+    NAMES,
+    OURS_BARE,
+    OURS_REF,
+    QUICK,
     ROOT,
+    Op,
+    Plan,
     Server,
     cpu_seconds,
     info_for,
     machine_info,
-    port_of,
     raise_nofile,
-    rss_bytes,
     token_for,
     ws_headers,
 )
+from load import ours_cycle, run_child
+from report import Row, report_churn, report_counts, report_scale, report_timed, table
 
 from fsm_session.protocol import Close, Open, Update, encode
-from fsm_session.service import SessionService, open_session_service
-
-
-@dataclass(frozen=True)
-class Plan:
-    name: str
-    cycles: int  # per kind, over all rounds
-    updates: int  # per kind, over all rounds
-    rounds: int
-    counted: int  # operations per counting pass
-    scale: int
-    batch: int
-    churn_cycles: int
-    churn_sessions: int
-    churn_floor_cycles: int
-
-
-QUICK = Plan("quick", 600, 3_000, 10, 50, 1_000, 250, 5_000, 50, 5_000)
-FULL = Plan("full", 3_000, 20_000, 20, 200, 10_000, 500, 100_000, 100, 20_000)
-
-OURS_REF = "ours, reference server"
-OURS_BARE = "ours, bare server"
-BARE = "bare client, bare server"
-NAMES = ("Bench User A", "Bench User B")  # each differs from the other and from info_for's
-
-Op = Callable[[], Awaitable[Any]]
+from fsm_session.service import open_session_service
 
 
 def p99(values: list[float]) -> float:
@@ -192,11 +173,6 @@ def alternating_updates(update: Callable[..., Awaitable[Any]]) -> Op:
     return lambda: update(name=next(names))
 
 
-async def ours_cycle(session: SessionService, info: Any) -> None:
-    await session.open(info)
-    await session.close()
-
-
 async def latency(plan: Plan, reference: Server, bare: Server, parts: set[str]) -> dict[str, Any]:
     """Figures 1, 2 and 5, in one trio run."""
     external_id = "bench-latency"
@@ -242,120 +218,6 @@ async def latency(plan: Plan, reference: Server, bare: Server, parts: set[str]) 
 # --------------------------------------------------------------------------- child processes
 
 
-async def scale_one(plan: Plan, kind: str, url: str, server_pid: int, heap: bool) -> dict[str, Any]:
-    """K sessions (or bare connections) held open at once; run in a fresh child process."""
-    k = plan.scale
-    port = port_of(url)
-    ids = [f"bench-scale-{i}" for i in range(k)]
-    tokens = [token_for(x) for x in ids]
-    infos = [info_for(x) for x in ids]
-    headers = [ws_headers(t) for t in tokens]
-
-    async def hold_ours(i: int, opened: trio.MemorySendChannel[int], stop: trio.Event) -> None:
-        async with open_session_service(url, access_token=tokens[i]) as session:
-            await session.open(infos[i])
-            await opened.send(i)
-            await stop.wait()
-
-    async def hold_bare(i: int, opened: trio.MemorySendChannel[int], stop: trio.Event) -> None:
-        async with connect(port, headers[i]) as ws:
-            conn = BareConnection(ws)
-            await conn.open(infos[i])
-            await opened.send(i)
-            await stop.wait()
-
-    hold = hold_ours if kind == "ours" else hold_bare
-    stop = trio.Event()
-    send, receive = trio.open_memory_channel[int](k)
-    gc.collect()
-    if heap:
-        tracemalloc.start()
-    heap0 = tracemalloc.get_traced_memory()[0]
-    client0, server0 = rss_bytes(), rss_bytes(server_pid)
-    t0 = time.perf_counter()
-    with trio.fail_after(900):
-        async with trio.open_nursery() as nursery:
-            for first in range(0, k, plan.batch):
-                n = min(plan.batch, k - first)
-                for i in range(first, first + n):
-                    nursery.start_soon(hold, i, send, stop)
-                for _ in range(n):
-                    await receive.receive()
-            elapsed = time.perf_counter() - t0
-            gc.collect()
-            await trio.sleep(0.5)  # let the server finish its bookkeeping
-            heap1 = tracemalloc.get_traced_memory()[0]
-            client1, server1 = rss_bytes(), rss_bytes(server_pid)
-            t1 = time.perf_counter()
-            stop.set()
-        closed_in = time.perf_counter() - t1
-    if heap:
-        return {"heap_kib_per_session": (heap1 - heap0) / k / KIB}
-    return {
-        "open_all_s": elapsed,
-        "close_all_s": closed_in,
-        "client_kib_per_session": (client1 - client0) / k / KIB,
-        "server_kib_per_session": (server1 - server0) / k / KIB,
-    }
-
-
-async def churn_one(plan: Plan, kind: str, url: str, server_pid: int) -> dict[str, Any]:
-    """C workers doing open/close cycles until the total is reached; run in a fresh child."""
-    c = plan.churn_sessions
-    total = plan.churn_cycles if kind == "ours" else plan.churn_floor_cycles
-    port = port_of(url)
-    ids = [f"bench-churn-{i}" for i in range(c)]
-    tokens = [token_for(x) for x in ids]
-    infos = [info_for(x) for x in ids]
-    done = 0
-    warm = max(1, total // 10)
-    marks: dict[str, float] = {}
-    rss: dict[str, int] = {}
-
-    def claim() -> bool:
-        nonlocal done
-        if done >= total:
-            return False
-        done += 1
-        if done == warm:
-            gc.collect()
-            marks["warm"] = time.perf_counter()
-            rss["warm_client"] = rss_bytes()
-            rss["warm_server"] = rss_bytes(server_pid)
-        return True
-
-    async def ours_worker(i: int) -> None:
-        async with open_session_service(url, access_token=tokens[i]) as session:
-            while claim():
-                await ours_cycle(session, infos[i])
-
-    async def bare_worker(i: int) -> None:
-        h = ws_headers(tokens[i])
-        while claim():
-            await bare_cycle(port, h, infos[i])
-
-    worker = ours_worker if kind == "ours" else bare_worker
-    with trio.fail_after(1800):
-        async with trio.open_nursery() as nursery:
-            for i in range(c):
-                nursery.start_soon(worker, i)
-    end = time.perf_counter()
-    gc.collect()
-    rss["end_client"] = rss_bytes()
-    rss["end_server"] = rss_bytes(server_pid)
-    return {
-        "cycles": total,
-        "sessions": c,
-        "cycles_per_s": (total - warm) / (end - marks["warm"]),
-        "client_rss_warm_kib": rss["warm_client"] / KIB,
-        "client_rss_end_kib": rss["end_client"] / KIB,
-        "client_growth": rss["end_client"] / rss["warm_client"] - 1,
-        "server_rss_warm_kib": rss["warm_server"] / KIB,
-        "server_rss_end_kib": rss["end_server"] / KIB,
-        "server_growth": rss["end_server"] / rss["warm_server"] - 1,
-    }
-
-
 def in_child(plan: Plan, what: str, kind: str, server: Server) -> dict[str, Any]:
     """Run one measurement in a fresh client process, so no other run's heap skews it."""
     args = [sys.executable, __file__, f"--{plan.name}", "--child", what, kind, server.url]
@@ -363,165 +225,6 @@ def in_child(plan: Plan, what: str, kind: str, server: Server) -> dict[str, Any]
         [*args, str(server.pid)], check=True, stdout=subprocess.PIPE, cwd=ROOT, timeout=2400
     )
     return json.loads(out.stdout.decode().strip().splitlines()[-1])  # type: ignore[no-any-return]
-
-
-def run_child(plan: Plan, what: str, kind: str, url: str, pid: int) -> dict[str, Any]:
-    raise_nofile()
-    if what == "churn":
-        return trio.run(churn_one, plan, kind, url, pid)
-    return trio.run(scale_one, plan, kind, url, pid, what == "heap")
-
-
-# --------------------------------------------------------------------------- report
-
-
-Row = tuple[str, str, str, str, str, str]
-
-
-def fmt_us(us: float) -> str:
-    return f"{us / 1000:.3f} ms" if us >= 1000 else f"{us:.0f} µs"
-
-
-def table(rows: list[Row]) -> str:
-    head = ("figure", "ours", "baseline", "ratio", "target", "result")
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(6)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(head, widths, strict=True)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    return "\n".join(lines)
-
-
-def ratio_row(
-    name: str, ours: float, base: float, fmt: Callable[[float], str], limit: float | None
-) -> Row:
-    """A row comparing ``ours`` with ``base``; ``limit`` is the target ratio, if any."""
-    r = ours / base if base else None
-    target = "(info)" if limit is None else f"<= {limit:.2f}x"
-    result = "-" if limit is None or r is None else ("PASS" if r <= limit else "MISS")
-    return (name, fmt(ours), fmt(base), "-" if r is None else f"{r:.2f}x", target, result)
-
-
-def report_timed(
-    title: str,
-    unit: str,
-    res: dict[str, dict[str, float]],
-    targets: tuple[float | None, float | None],
-) -> list[Row]:
-    print(f"\n{title}")
-    for name, r in res.items():
-        print(
-            f"   {name:26} median {fmt_us(r['median_us']):>9}  p99 {fmt_us(r['p99_us']):>9}  "
-            f"CPU/{unit}: client {fmt_us(r['client_cpu_us']):>9}, "
-            f"server {fmt_us(r['server_cpu_us']):>9}"
-        )
-    o, e, b = res[OURS_BARE], res[OURS_REF], res[BARE]
-    client_only, end_to_end = targets
-    return [
-        ratio_row(
-            f"{unit}, client-only, median", o["median_us"], b["median_us"], fmt_us, client_only
-        ),
-        ratio_row(
-            f"{unit}, end-to-end, median", e["median_us"], b["median_us"], fmt_us, end_to_end
-        ),
-        ratio_row(f"{unit}, client-only, p99", o["p99_us"], b["p99_us"], fmt_us, None),
-        ratio_row(f"{unit}, client CPU", o["client_cpu_us"], b["client_cpu_us"], fmt_us, None),
-    ]
-
-
-def report_counts(unit: str, counts: dict[str, dict[str, float]]) -> list[Row]:
-    ours, bare = Counts(**counts["ours"]), Counts(**counts["bare"])
-    print(f"   per {unit}, client-only: ours {ours.cell()}")
-    print(f"   {' ' * len(unit)}               bare {bare.cell()}")
-    calls = (ours.python_calls + ours.builtin_calls, bare.python_calls + bare.builtin_calls)
-    one = "{:.1f}".format
-    return [
-        ratio_row(f"tasks spawned per {unit}", ours.tasks, bare.tasks, one, None),
-        ratio_row(f"cancel scopes per {unit}", ours.scopes, bare.scopes, one, None),
-        ratio_row(f"function calls per {unit}", calls[0], calls[1], "{:,.0f}".format, None),
-    ]
-
-
-def report_scale(plan: Plan, sc: dict[str, Any]) -> list[Row]:
-    k = plan.scale
-    print(f"\n3. scale: {k:,} sessions open at once, opened in batches of {plan.batch}")
-    for name in ("ours", "bare"):
-        r = sc[name]
-        label = OURS_REF if name == "ours" else BARE
-        print(
-            f"   {label:26} open all {r['open_all_s']:6.2f} s  "
-            f"close all {r['close_all_s']:6.2f} s  "
-            f"client {r['client_kib_per_session']:5.1f} KiB/session "
-            f"(heap {r['heap_kib_per_session']:5.1f})  "
-            f"server {r['server_kib_per_session']:5.1f} KiB/session"
-        )
-    o, b = sc["ours"], sc["bare"]
-    kib = "{:.1f} KiB".format
-    limit_s = 30.0 * k / 10_000
-    seconds = "{:.2f} s".format
-    rows = [
-        ratio_row(
-            f"client memory/session at {k:,}",
-            o["client_kib_per_session"],
-            b["client_kib_per_session"],
-            kib,
-            1.10,
-        ),
-        ratio_row(
-            f"client heap/session at {k:,}",
-            o["heap_kib_per_session"],
-            b["heap_kib_per_session"],
-            kib,
-            None,
-        ),
-        ratio_row(
-            f"server memory/session at {k:,}",
-            o["server_kib_per_session"],
-            b["server_kib_per_session"],
-            kib,
-            None,
-        ),
-        ratio_row(
-            f"open {k:,} sessions, end-to-end", o["open_all_s"], b["open_all_s"], seconds, None
-        ),
-    ]
-    rows[2] = (*rows[2][:4], "<= 32 KiB", "PASS" if o["server_kib_per_session"] <= 32 else "MISS")
-    rows[3] = (*rows[3][:4], f"<= {limit_s:g} s", "PASS" if o["open_all_s"] <= limit_s else "MISS")
-    return rows
-
-
-def report_churn(plan: Plan, ch: dict[str, Any]) -> list[Row]:
-    print(
-        f"\n4. churn: {plan.churn_cycles:,} open/close cycles over {plan.churn_sessions} sessions "
-        f"(bare client: {plan.churn_floor_cycles:,} cycles)"
-    )
-    for name in ("ours", "bare"):
-        r = ch[name]
-        label = OURS_REF if name == "ours" else BARE
-        print(
-            f"   {label:26} {r['cycles_per_s']:7.0f} cycles/s   client RSS "
-            f"{r['client_rss_warm_kib']:.0f} -> {r['client_rss_end_kib']:.0f} KiB "
-            f"({r['client_growth']:+.1%}); server RSS {r['server_rss_warm_kib']:.0f} -> "
-            f"{r['server_rss_end_kib']:.0f} KiB ({r['server_growth']:+.1%})"
-        )
-    o, b = ch["ours"], ch["bare"]
-    growth = o["client_growth"]
-    return [
-        ratio_row(
-            "churn cycles/s, end-to-end",
-            o["cycles_per_s"],
-            b["cycles_per_s"],
-            "{:.0f}".format,
-            None,
-        ),
-        (
-            "churn client RSS growth",
-            f"{growth:+.1%}",
-            f"{b['client_growth']:+.1%}",
-            "-",
-            "within 5%",
-            "PASS" if abs(growth) <= 0.05 else "MISS",
-        ),
-    ]
 
 
 def default_json_path(plan: Plan, when: str) -> Path:
@@ -606,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
                     (1.15, None),
                 )
             print(
-                f"\n5. trio work per operation, counted over {plan.counted} cycles "
+                f"\n3. trio work per operation, counted over {plan.counted} cycles "
                 f"and {plan.counted * 4} updates"
             )
             if "cycle" in parts:
