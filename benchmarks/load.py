@@ -17,10 +17,11 @@ import trio
 from bare import BareConnection, bare_cycle, connect
 from harness import KIB, Plan, info_for, port_of, raise_nofile, rss_bytes, token_for, ws_headers
 
-from fsm_session.service import SessionService, open_session_service
+from fsm_session.service import open_session_service
 
 
-async def ours_cycle(session: SessionService, info: Any) -> None:
+async def ours_cycle(session: Any, info: Any) -> None:
+    """One open+close cycle of a session service (``open_session_service``'s)."""
     await session.open(info)
     await session.close()
 
