@@ -5,6 +5,8 @@ in a second process under ``cProfile`` (``wire.py --serve ours --profile``), run
 cycles of one session here under ``cProfile``, stops the server with SIGINT so that it writes its
 profile, and prints for each side the CPU time per cycle by layer (machine, codec, tokens,
 logging, trio-websocket, wsproto, trio, ...) and the most expensive functions. Loopback only.
+``--bare-server`` runs our client against the bare JSON server of ``bare.py`` instead (the
+client-only figure of ``wire.py``); ``--floor`` profiles the bare client against it.
 
 Self time (``tottime``) is summed by the file each function lives in, so every microsecond is
 counted once. The layers are a reading aid, not a precise attribution: a helper of the standard
@@ -28,7 +30,7 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bare import bare_cycle
-from harness import Server, info_for, token_for, ws_headers
+from harness import Server, info_for, port_of, token_for, ws_headers
 
 LAYERS: list[tuple[str, str]] = [
     ("fsm_session/machine.py", "machine (ours)"),
@@ -104,8 +106,7 @@ async def client(url: str, cycles: int, profiler: cProfile.Profile, floor: bool)
             await session.open(info)
             await session.close()
 
-        port = int(url.rsplit(":", 1)[1].strip("/"))
-        bare = partial(bare_cycle, port, ws_headers(token), info)
+        bare = partial(bare_cycle, port_of(url), ws_headers(token), info)
         cycle = bare if floor else ours
         for _ in range(50):
             await cycle()
@@ -127,13 +128,19 @@ def main() -> int:
         help="profile the bare client against the bare JSON server instead",
     )
     parser.add_argument(
+        "--bare-server",
+        action="store_true",
+        help="profile our client against the bare JSON server (the client-only figure)",
+    )
+    parser.add_argument(
         "--wall", action="store_true", help="wall-clock time (waits included), not CPU time"
     )
     args = parser.parse_args()
     out = Path(tempfile.mkdtemp(prefix="fsm-profile-"))
     server_prof = out / "server.prof"
     extra = ("--profile", str(server_prof), *([] if args.wall else ["--cpu"]))
-    server = Server.bare(extra) if args.floor else Server.reference(extra=extra)
+    bare_server = args.floor or args.bare_server
+    server = Server.bare(extra) if bare_server else Server.reference(extra=extra)
     try:
         profiler = cProfile.Profile() if args.wall else cProfile.Profile(time.process_time)
         elapsed = trio.run(client, server.url, args.cycles, profiler, args.floor)
