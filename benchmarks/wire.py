@@ -68,6 +68,7 @@ from harness import (
     Plan,
     Server,
     cpu_seconds,
+    git_commit,
     info_for,
     machine_info,
     raise_nofile,
@@ -174,7 +175,7 @@ def alternating_updates(update: Callable[..., Awaitable[Any]]) -> Op:
 
 
 async def latency(plan: Plan, reference: Server, bare: Server, parts: set[str]) -> dict[str, Any]:
-    """Figures 1, 2 and 5, in one trio run."""
+    """Figures 1, 2 and 3, in one trio run."""
     external_id = "bench-latency"
     token, info = token_for(external_id), info_for(external_id)
     headers = ws_headers(token)
@@ -228,8 +229,6 @@ def in_child(plan: Plan, what: str, kind: str, server: Server) -> dict[str, Any]
 
 
 def default_json_path(plan: Plan, when: str) -> Path:
-    from harness import git_commit
-
     stamp = when.replace("-", "").replace(":", "").split("+")[0] + "Z"
     return ROOT / "benchmarks" / "results" / f"wire-{git_commit()}-{plan.name}-{stamp}.json"
 
@@ -237,8 +236,8 @@ def default_json_path(plan: Plan, when: str) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="the default: about a minute")
-    mode.add_argument("--full", action="store_true", help="the issue's sizes: a few minutes")
+    mode.add_argument("--quick", action="store_true", help="the default: one to two minutes")
+    mode.add_argument("--full", action="store_true", help="the issue's sizes: several minutes")
     parser.add_argument(
         "--json",
         metavar="PATH",
