@@ -5,6 +5,8 @@ in a second process under ``cProfile`` (``wire.py --serve ours --profile``), run
 cycles of one session here under ``cProfile``, stops the server with SIGINT so that it writes its
 profile, and prints for each side the CPU time per cycle by layer (machine, codec, tokens,
 logging, trio-websocket, wsproto, trio, ...) and the most expensive functions. Loopback only.
+``--bare-server`` runs our client against the bare JSON server of ``bare.py`` instead (the
+client-only figure of ``wire.py``); ``--floor`` profiles the bare client against it.
 
 Self time (``tottime``) is summed by the file each function lives in, so every microsecond is
 counted once. The layers are a reading aid, not a precise attribution: a helper of the standard
@@ -26,9 +28,9 @@ from pathlib import Path
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import wire
+from bare import bare_cycle
+from harness import Server, info_for, port_of, token_for, ws_headers
 
 LAYERS: list[tuple[str, str]] = [
     ("fsm_session/machine.py", "machine (ours)"),
@@ -96,16 +98,15 @@ async def client(url: str, cycles: int, profiler: cProfile.Profile, floor: bool)
     from fsm_session.service import open_session_service
 
     external_id = "bench-profile"
-    token = wire.token_for(external_id)
-    info = wire.info_for(external_id)
+    token = token_for(external_id)
+    info = info_for(external_id)
     async with open_session_service(url, access_token=token) as session:
 
         async def ours() -> None:
             await session.open(info)
             await session.close()
 
-        port = int(url.rsplit(":", 1)[1].strip("/"))
-        bare = partial(wire.ws_cycle, port, wire.ws_headers(token), wire.our_frames(external_id))
+        bare = partial(bare_cycle, port_of(url), ws_headers(token), info)
         cycle = bare if floor else ours
         for _ in range(50):
             await cycle()
@@ -122,7 +123,14 @@ def main() -> int:
     parser.add_argument("--cycles", type=int, default=1000)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument(
-        "--floor", action="store_true", help="profile the bare trio-websocket cycle instead"
+        "--floor",
+        action="store_true",
+        help="profile the bare client against the bare JSON server instead",
+    )
+    parser.add_argument(
+        "--bare-server",
+        action="store_true",
+        help="profile our client against the bare JSON server (the client-only figure)",
     )
     parser.add_argument(
         "--wall", action="store_true", help="wall-clock time (waits included), not CPU time"
@@ -130,13 +138,9 @@ def main() -> int:
     args = parser.parse_args()
     out = Path(tempfile.mkdtemp(prefix="fsm-profile-"))
     server_prof = out / "server.prof"
-    me = str(Path(wire.__file__).resolve())
-    sizes = wire.our_frames("bench-profile").sizes
-    serve = ["--serve", "ws", "--replies", f"{sizes['opened']},{sizes['closed']}"]
-    server = wire.Server(
-        [me, *(serve if args.floor else ["--serve", "ours"]), "--profile", str(server_prof)]
-        + ([] if args.wall else ["--cpu"])
-    )
+    extra = ("--profile", str(server_prof), *([] if args.wall else ["--cpu"]))
+    bare_server = args.floor or args.bare_server
+    server = Server.bare(extra) if bare_server else Server.reference(extra=extra)
     try:
         profiler = cProfile.Profile() if args.wall else cProfile.Profile(time.process_time)
         elapsed = trio.run(client, server.url, args.cycles, profiler, args.floor)

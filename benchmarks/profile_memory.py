@@ -1,8 +1,9 @@
 """What one open session holds in the client, line by line, beside a bare trio-websocket connection.
 
 Run ``python benchmarks/profile_memory.py [--sessions K] [--top N]``. It starts the reference
-server and the bare trio-websocket server of ``wire.py`` in second processes, holds K sessions
-(then K bare connections) open in this process under ``tracemalloc``, and prints the Python heap
+server and the bare JSON server of ``bare.py`` in second processes, holds K sessions (then K
+bare trio-websocket connections that have each exchanged one request and reply) open in this
+process under ``tracemalloc``, and prints the Python heap
 growth per session grouped by the source line that allocated it, and by file. tracemalloc sees
 only the Python heap (not the kernel's socket buffers or the allocator's slack), so its totals
 are below the RSS figures of ``wire.py``. Loopback only.
@@ -18,24 +19,21 @@ from pathlib import Path
 from typing import Any
 
 import trio
-import trio_websocket
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import wire
-
-from fsm_session.protocol import SUBPROTOCOL
+from bare import BareConnection, connect
+from harness import ROOT, Server, info_for, port_of, raise_nofile, token_for, ws_headers
 
 
 async def hold(kind: str, url: str, k: int) -> tracemalloc.Snapshot:
     from fsm_session.service import open_session_service
 
-    port = int(url.rsplit(":", 1)[1].strip("/"))
+    port = port_of(url)
     ids = [f"bench-mem-{i}" for i in range(k)]
-    tokens = [wire.token_for(x) for x in ids]
-    infos = [wire.info_for(x) for x in ids]
-    headers = [wire.ws_headers(t) for t in tokens]
+    tokens = [token_for(x) for x in ids]
+    infos = [info_for(x) for x in ids]
+    headers = [ws_headers(t) for t in tokens]
     stop = trio.Event()
     send, receive = trio.open_memory_channel[int](k)
 
@@ -46,14 +44,9 @@ async def hold(kind: str, url: str, k: int) -> tracemalloc.Snapshot:
             await stop.wait()
 
     async def bare(i: int) -> None:
-        async with trio_websocket.open_websocket(
-            wire.HOST,
-            port,
-            "/",
-            use_ssl=False,
-            subprotocols=[SUBPROTOCOL],
-            extra_headers=headers[i],
-        ):
+        async with connect(port, headers[i]) as ws:
+            conn = BareConnection(ws)
+            await conn.open(infos[i])  # one request and its reply, as ours has done
             await send.send(i)
             await stop.wait()
 
@@ -82,12 +75,12 @@ def show(title: str, diffs: Any, k: int, top: int) -> None:
     )
     print("   by file:")
     for d in sorted(by_file, key=lambda d: -d.size_diff)[:12]:
-        name = d.traceback[0].filename.split("site-packages/")[-1].split("/work/main/")[-1]
+        name = d.traceback[0].filename.split("site-packages/")[-1].split(f"{ROOT}/")[-1]
         print(f"      {d.size_diff / k:7.0f} B  {d.count_diff / k:5.1f} blocks  {name}")
     print("   by line:")
     for d in sorted(by_line, key=lambda d: -d.size_diff)[:top]:
         frame = d.traceback[0]
-        name = frame.filename.split("site-packages/")[-1].split("/work/main/")[-1]
+        name = frame.filename.split("site-packages/")[-1].split(f"{ROOT}/")[-1]
         print(
             f"      {d.size_diff / k:7.0f} B  {d.count_diff / k:5.1f} blocks  {name}:{frame.lineno}"
         )
@@ -98,17 +91,13 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--top", type=int, default=20)
     args = parser.parse_args()
-    wire.raise_nofile()
-    me = str(Path(wire.__file__).resolve())
-    sizes = wire.our_frames("x").sizes
-    ours_server = wire.Server([me, "--serve", "ours", "--max-connections", str(args.sessions + 64)])
-    ws_server = wire.Server(
-        [me, "--serve", "ws", "--replies", f"{sizes['opened']},{sizes['closed']}"]
-    )
+    raise_nofile()
+    ours_server = Server.reference(max_connections=args.sessions + 64)
+    ws_server = Server.bare()
     try:
         tracemalloc.start(1)
-        for kind, server in (("ours", ours_server), ("bare trio-websocket", ws_server)):
-            diffs = trio.run(hold, "ours" if kind == "ours" else "ws", server.url, args.sessions)
+        for kind, server in (("ours", ours_server), ("bare client", ws_server)):
+            diffs = trio.run(hold, "ours" if kind == "ours" else "bare", server.url, args.sessions)
             show(kind, diffs, args.sessions, args.top)
     finally:
         ours_server.stop()

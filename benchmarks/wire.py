@@ -1,112 +1,85 @@
-"""What a session costs on the wire, printed beside bare trio-websocket and raw trio TCP.
+"""What a session costs on the wire, beside a bare trio-websocket client doing the same JSON work.
 
-Run ``python benchmarks/wire.py`` (``--quick``, the default, about 25 s) or
-``python benchmarks/wire.py --full`` (about 5 minutes). ``--json [PATH]`` also writes every figure
-as JSON, by default under ``benchmarks/results/`` (ignored by git), to compare commits. Only
-loopback (127.0.0.1) traffic; every loop is bounded.
+Run ``python benchmarks/wire.py`` (``--quick``, the default, one to two minutes) or
+``python benchmarks/wire.py --full`` (the issue's sizes, a few minutes). ``--json [PATH]`` also
+writes every figure as JSON, by default under ``benchmarks/results/`` (ignored by git).
+``--only cycle|update|scale|churn`` runs some parts only. Loopback only; every loop is bounded.
 
-The client is this process; every server is a second process started here, so the two sides do
-not share a core's event loop. Three figures, each beside a floor measured in the same run:
+The client is this process (scale and churn run in fresh child processes); the two servers are
+processes of their own, started once: the reference server (``serve()`` as the CLI runs it, with
+the connection limit raised and the rate limit off) and the bare JSON server of ``bare.py``.
+The baseline everywhere is the bare client of ``bare.py`` against the bare JSON server. Before
+anything is timed, both servers answer the same requests and the run stops unless their replies
+match key for key, and unless the bare client's frames are byte for byte ours.
 
-1. **Cycle latency**: ``await session.open(info)`` then ``await session.close()`` of one session
-   against the reference server (``python -m fsm_session.cli serve --port 0``), median and p99
-   over N cycles. Floors, with the same number of frames of the same sizes (the sizes are taken
-   from our own encoded ``open``/``opened``/``close``/``closed`` frames, and the floor's upgrade
-   carries the same subprotocol and ``Authorization`` header):
+1. **open+close cycle**: ``await s.open(info)`` then ``await s.close()`` (connect, upgrade,
+   open, opened, close, closed, close handshake). Client-only: ours against the bare server,
+   beside the bare client against the same server. End-to-end: ours against the reference
+   server, beside the bare client against the bare server.
+2. **update() round trip** on an open session (our ``await s.update(name=...)``, two names in
+   turn so each is a change) beside the bare client's update request and reply on an open
+   connection; client-only and end-to-end as above.
+3. **trio work per operation** (counted after the timed rounds, client-only): tasks spawned,
+   cancel scopes entered and function calls per cycle and per update, ours and the bare client's.
+4. **scale**: K sessions open at once, each its own service and token, beside K bare
+   connections that have each exchanged one request and reply (open/opened). Time to open all,
+   client resident-set growth per session, client Python heap per session (tracemalloc, in a
+   separate child), server resident-set growth per session.
+5. **churn**: C sessions doing open/close cycles until N are done: cycles per second and client
+   resident set after warm-up against the end, beside the bare client.
 
-   * ``trio-websocket``: ``open_websocket`` (TCP connect + upgrade), send, receive, send,
-     receive, close handshake, against a bare ``serve_websocket`` server in its own process;
-   * ``tcp``: ``open_tcp_stream``, the same four frames with a 4-byte length prefix, then
-     ``send_eof`` and wait for the server's EOF.
-
-   The three kinds run in alternating rounds, so drift and noise hit all of them alike.
-
-2. **Scale**: K sessions open at once (each its own service, token and external ID), opened
-   concurrently in batches. Time to open them all; client RSS growth per session
-   (``/proc/self/statm``) and server RSS growth per session (``/proc/<pid>/statm``), beside K
-   bare trio-websocket connections against the bare server. The reference server here is started
-   by ``wire.py --serve ours`` (the same ``serve()`` as the CLI, INFO logging to stderr like the
-   CLI) because the CLI cannot raise ``ServerConfig.max_connections`` (1,024 by default).
-
-3. **Churn**: C concurrent sessions each doing open/close cycles until N cycles are done:
-   cycles per second (beside bare trio-websocket doing the same over C connections), and client
-   RSS after warm-up (10% of the cycles) against RSS at the end.
-
-This script asserts nothing: it prints figures and ratios, and the reader judges.
+Figures 1 and 2 run their kinds in interleaved rounds (the order rotates each round), so drift
+hits all kinds alike; each figure is the median over every operation of every round. This script
+asserts nothing: it prints figures, ratios and targets, and the reader judges.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import json
-import os
-import platform
-import resource
 import statistics
-import struct
 import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import asdict
 from datetime import UTC, datetime
 from functools import partial
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import trio
-import trio_websocket
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fsm_session.protocol import SUBPROTOCOL, Close, Closed, Open, Opened, encode  # noqa: E402
+from bare import BareConnection, bare_cycle, connect, dumps, info_json, run_server
+from counting import count
+from harness import (
+    BARE,
+    FULL,
+    NAMES,
+    OURS_BARE,
+    OURS_REF,
+    QUICK,
+    ROOT,
+    Op,
+    Plan,
+    Server,
+    cpu_seconds,
+    git_commit,
+    info_for,
+    machine_info,
+    raise_nofile,
+    token_for,
+    ws_headers,
+)
+from load import ours_cycle, run_child
+from report import Row, report_churn, report_counts, report_scale, report_timed, table
 
-SECRET = "wire-benchmark-secret-" + "x" * 32  # Loopback only; at least 32 bytes (HS256).
-HOST = "127.0.0.1"
-PAGE = os.sysconf("SC_PAGE_SIZE")
-KIB = 1024
-
-
-@dataclass(frozen=True)
-class Plan:
-    name: str
-    cycles: int
-    rounds: int
-    scale: int
-    batch: int
-    churn_cycles: int
-    churn_sessions: int
-    churn_floor_cycles: int
-
-
-QUICK = Plan("quick", 300, 6, 1_000, 250, 5_000, 50, 5_000)
-FULL = Plan("full", 3_000, 20, 10_000, 500, 100_000, 100, 20_000)
-
-
-# --------------------------------------------------------------------------- measuring helpers
-
-
-def rss_bytes(pid: int | str = "self") -> int:
-    with open(f"/proc/{pid}/statm") as f:
-        return int(f.read().split()[1]) * PAGE
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of process ``pid`` (clock-tick resolution)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def raise_nofile() -> tuple[int, int]:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)
+from fsm_session.protocol import Close, Open, Update, encode
+from fsm_session.service import open_session_service
 
 
 def p99(values: list[float]) -> float:
@@ -114,285 +87,76 @@ def p99(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
 
 
-class Server:
-    """A server in a child process; its first stdout line is its URL."""
+# --------------------------------------------------------------------------- fairness check
 
-    def __init__(self, args: list[str], log: Path | None = None) -> None:
-        env = dict(os.environ, FSM_SESSION_SECRET=SECRET, PYTHONUNBUFFERED="1")
-        self._log = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, *args],
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            env=env,
-            cwd=ROOT,
-            preexec_fn=raise_nofile,
+
+async def replies_of(port: int, headers: list[tuple[bytes, bytes]], info: Any) -> list[Any]:
+    """What a server answers to open, update and close (participant IDs masked)."""
+    async with connect(port, headers) as ws:
+        conn = BareConnection(ws)
+        replies = [await conn.open(info), await conn.update(name=NAMES[0]), await conn.close()]
+    for reply in replies:
+        if "participant" in reply:
+            reply["participant"]["id"] = "<participant id>"
+    return replies
+
+
+async def check_frames(reference: Server, bare: Server) -> dict[str, int]:
+    """Stop the run unless the baseline sends and receives exactly what ours does."""
+    info = info_for("bench-frames")
+    ours = [encode(Open(1, info)), encode(Update(2, NAMES[0], None)), encode(Close(3))]
+    theirs = [
+        dumps({"type": "open", "id": 1, "info": info_json(info)}),
+        dumps({"type": "update", "id": 2, "name": NAMES[0], "avatar_url": None}),
+        dumps({"type": "close", "id": 3}),
+    ]
+    if ours != theirs:
+        sys.exit(f"the bare client's frames differ from ours:\n  {ours}\n  {theirs}")
+    headers = ws_headers(token_for("bench-frames"))
+    expected = await replies_of(reference.port, headers, info)
+    got = await replies_of(bare.port, headers, info)
+    if expected != got:
+        sys.exit(
+            f"the bare server's replies differ from the reference server's:\n  {expected}\n  {got}"
         )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().decode().strip()
-        if not line.startswith("ws://"):
-            self.stop()
-            raise RuntimeError(f"server {args} did not print its URL (got {line!r})")
-        self.url = line
-        port = int(line.rsplit(":", 1)[1].strip("/"))
-        self.port = port
-
-    @property
-    def rss(self) -> int:
-        return rss_bytes(self.proc.pid)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self._log is not subprocess.DEVNULL:
-            self._log.close()  # type: ignore[union-attr]
-
-
-# --------------------------------------------------------------------------- frames and tokens
-
-
-@dataclass(frozen=True)
-class Frames:
-    open: str
-    opened: str
-    close: str
-    closed: str
-
-    @property
-    def sizes(self) -> dict[str, int]:
-        return {k: len(getattr(self, k).encode()) for k in ("open", "opened", "close", "closed")}
-
-
-def our_frames(external_id: str) -> Frames:
-    from fsm_session.models import Participant, ParticipantInfo
-    from fsm_session.server.registry import random_participant_id
-
-    info = ParticipantInfo(name="Bench User", external_id=external_id, avatar_url=None)
-    return Frames(
-        open=encode(Open(1, info)),
-        opened=encode(Opened(1, Participant(random_participant_id(), info))),
-        close=encode(Close(2)),
-        closed=encode(Closed(2)),
-    )
-
-
-def token_for(external_id: str) -> str:
-    from fsm_session.tokens import mint
-
-    return mint(SECRET, external_id=external_id, ttl=24 * 3600, now=time.time())
-
-
-def info_for(external_id: str) -> Any:
-    from fsm_session.models import ParticipantInfo
-
-    return ParticipantInfo(name="Bench User", external_id=external_id, avatar_url=None)
-
-
-def pad(size: int) -> str:
-    return "x" * size
-
-
-# --------------------------------------------------------------------------- floor servers
-
-
-class _PortReporter:
-    """Passes a server's ``started`` value on as the URL of its port."""
-
-    def __init__(self, task_status: Any) -> None:
-        self._task_status = task_status
-
-    def started(self, value: Any) -> None:
-        # trio.serve_tcp reports its listeners; trio_websocket.serve_websocket its server.
-        port = value[0].socket.getsockname()[1] if isinstance(value, list) else value.port
-        self._task_status.started(f"ws://{HOST}:{port}/")
-
-
-async def serve_bare_ws(replies: list[int], task_status: Any) -> None:
-    """A bare trio-websocket server: the i-th frame of a connection gets a reply of replies[i]."""
-    texts = [pad(n) for n in replies]
-
-    async def handler(request: trio_websocket.WebSocketRequest) -> None:
-        try:
-            ws = await request.accept(subprotocol=SUBPROTOCOL)
-            i = 0
-            while True:
-                await ws.get_message()
-                await ws.send_message(texts[i % len(texts)])
-                i += 1
-        except trio_websocket.ConnectionClosed:
-            pass
-        except Exception:
-            pass
-
-    await trio_websocket.serve_websocket(
-        handler, HOST, 0, ssl_context=None, task_status=_PortReporter(task_status)
-    )
-
-
-async def serve_tcp(replies: list[int], task_status: Any) -> None:
-    """Raw trio TCP: 4-byte length-prefixed frames; the i-th frame gets replies[i]; EOF closes."""
-    blobs = [struct.pack("!I", n) + pad(n).encode() for n in replies]
-
-    async def handler(stream: trio.SocketStream) -> None:
-        buf = bytearray()
-        i = 0
-        try:
-            while True:
-                data = await stream.receive_some(65536)
-                if not data:
-                    break
-                buf += data
-                while len(buf) >= 4:
-                    (n,) = struct.unpack_from("!I", buf)
-                    if len(buf) < 4 + n:
-                        break
-                    del buf[: 4 + n]
-                    await stream.send_all(blobs[i % len(blobs)])
-                    i += 1
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        finally:
-            await trio.aclose_forcefully(stream)
-
-    await trio.serve_tcp(handler, 0, host=HOST, task_status=_PortReporter(task_status))
-
-
-async def serve_ours(max_connections: int, task_status: Any) -> None:
-    from fsm_session.server import ServerConfig, serve
-
-    config = ServerConfig(max_connections=max_connections, max_requests_per_second=1e9)
-    await serve(HOST, 0, secret=SECRET, config=config, task_status=task_status)
-
-
-def run_server(
-    kind: str, replies: list[int], max_connections: int, profile: str | None, cpu: bool = False
-) -> int:
-    import cProfile
-    import logging
-
-    logging.basicConfig(
-        stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s"
-    )
-    raise_nofile()
-
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            if kind == "ws":
-                url = await nursery.start(serve_bare_ws, replies)
-            elif kind == "tcp":
-                url = await nursery.start(serve_tcp, replies)
-            else:
-                url = await nursery.start(serve_ours, max_connections)
-            print(url, flush=True)
-
-    profiler = None
-    if profile:
-        profiler = cProfile.Profile(time.process_time) if cpu else cProfile.Profile()
-    if profiler is not None:
-        profiler.enable()
-    try:
-        trio.run(main)
-    except KeyboardInterrupt:  # how profile_cycle.py stops a profiled server
-        pass
-    finally:
-        if profiler is not None:
-            profiler.disable()
-            profiler.dump_stats(profile)
-    return 0
-
-
-# --------------------------------------------------------------------------- clients
-
-
-def ws_headers(token: str) -> list[tuple[bytes, bytes]]:
-    return [(b"authorization", f"Bearer {token}".encode())]
-
-
-async def ws_cycle(port: int, headers: Any, frames: Frames) -> None:
-    async with trio_websocket.open_websocket(
-        HOST, port, "/", use_ssl=False, subprotocols=[SUBPROTOCOL], extra_headers=headers
-    ) as ws:
-        await ws.send_message(frames.open)
-        await ws.get_message()
-        await ws.send_message(frames.close)
-        await ws.get_message()
-
-
-async def tcp_cycle(port: int, frames: Frames) -> None:
-    stream = await trio.open_tcp_stream(HOST, port)
-    try:
-        for text, expect in ((frames.open, frames.opened), (frames.close, frames.closed)):
-            data = text.encode()
-            await stream.send_all(struct.pack("!I", len(data)) + data)
-            want = 4 + len(expect.encode())
-            got = 0
-            while got < want:
-                chunk = await stream.receive_some(65536)
-                if not chunk:
-                    raise RuntimeError("tcp floor: early EOF")
-                got += len(chunk)
-        await stream.send_eof()
-        while await stream.receive_some(65536):
-            pass
-    finally:
-        await stream.aclose()
-
-
-async def timed(fn: Callable[[], Awaitable[None]], n: int, out: list[float]) -> None:
-    clock = time.perf_counter_ns
-    for _ in range(n):
-        t0 = clock()
-        await fn()
-        out.append((clock() - t0) / 1e3)  # µs
-
-
-async def cycle_latency(plan: Plan, servers: dict[str, Server], frames: Frames) -> dict[str, Any]:
-    from fsm_session.service import open_session_service
-
-    external_id = "bench-cycle"
-    token = token_for(external_id)
-    info = info_for(external_id)
-    headers = ws_headers(token)
-    samples: dict[str, list[float]] = {"ours": [], "trio-websocket": [], "tcp": []}
-    client_cpu = dict.fromkeys(samples, 0.0)
-    server_cpu = dict.fromkeys(samples, 0.0)
-    pids = {
-        "ours": servers["cli"].proc.pid,
-        "trio-websocket": servers["ws"].proc.pid,
-        "tcp": servers["tcp"].proc.pid,
+    sizes = {
+        kind: len(text.encode())
+        for kind, text in zip(("open", "update", "close"), ours, strict=True)
     }
-    per_round = max(1, plan.cycles // plan.rounds)
-    async with open_session_service(servers["cli"].url, access_token=token) as session:
+    for kind, reply in zip(("opened", "updated", "closed"), expected, strict=True):
+        sizes[kind] = len(dumps(reply).replace("<participant id>", "x" * 32).encode())
+    return sizes
 
-        async def ours() -> None:
-            await session.open(info)
-            await session.close()
 
-        kinds: dict[str, Callable[[], Awaitable[None]]] = {
-            "ours": ours,
-            "trio-websocket": partial(ws_cycle, servers["ws"].port, headers, frames),
-            "tcp": partial(tcp_cycle, servers["tcp"].port, frames),
-        }
-        # Warm-up: imports, caches, first connections.
-        for fn in kinds.values():
-            for _ in range(20):
-                await fn()
-        for r in range(plan.rounds):
-            order = list(kinds) if r % 2 == 0 else list(reversed(kinds))
-            for name in order:
-                gc.collect()
-                c0, s0 = time.process_time(), cpu_seconds(pids[name])
-                await timed(kinds[name], per_round, samples[name])
-                client_cpu[name] += time.process_time() - c0
-                server_cpu[name] += cpu_seconds(pids[name]) - s0
-    result: dict[str, Any] = {}
-    for name, values in samples.items():
-        result[name] = {
+# --------------------------------------------------------------------------- timed rounds
+
+
+async def interleave(
+    kinds: dict[str, Op], total: int, rounds: int, pids: dict[str, int], warmup: int = 20
+) -> dict[str, dict[str, float]]:
+    """Median, p99 and CPU per operation of each kind, in rounds whose order rotates."""
+    names = list(kinds)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    client_cpu = dict.fromkeys(names, 0.0)
+    server_cpu = dict.fromkeys(names, 0.0)
+    per_round = max(1, total // rounds)
+    clock = time.perf_counter_ns
+    for op in kinds.values():
+        for _ in range(warmup):
+            await op()
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            op, out = kinds[name], samples[name]
+            gc.collect()
+            c0, s0 = time.process_time(), cpu_seconds(pids[name])
+            for _ in range(per_round):
+                t0 = clock()
+                await op()
+                out.append((clock() - t0) / 1e3)  # µs
+            client_cpu[name] += time.process_time() - c0
+            server_cpu[name] += cpu_seconds(pids[name]) - s0
+    return {
+        name: {
             "n": len(values),
             "median_us": statistics.median(values),
             "p99_us": p99(values),
@@ -400,209 +164,80 @@ async def cycle_latency(plan: Plan, servers: dict[str, Server], frames: Frames) 
             "client_cpu_us": client_cpu[name] / len(values) * 1e6,
             "server_cpu_us": server_cpu[name] / len(values) * 1e6,
         }
-    return result
-
-
-async def scale_one(plan: Plan, kind: str, url: str, server_pid: int) -> dict[str, Any]:
-    """K sessions (or bare connections) held open at once; run in a fresh child process."""
-    from fsm_session.service import open_session_service
-
-    k = plan.scale
-    port = int(url.rsplit(":", 1)[1].strip("/"))
-    ids = [f"bench-scale-{i}" for i in range(k)]
-    tokens = [token_for(x) for x in ids]
-    infos = [info_for(x) for x in ids]
-    headers = [ws_headers(t) for t in tokens]
-
-    async def hold_ours(i: int, opened: trio.MemorySendChannel[int], stop: trio.Event) -> None:
-        async with open_session_service(url, access_token=tokens[i]) as session:
-            await session.open(infos[i])
-            await opened.send(i)
-            await stop.wait()
-
-    async def hold_ws(i: int, opened: trio.MemorySendChannel[int], stop: trio.Event) -> None:
-        async with trio_websocket.open_websocket(
-            HOST, port, "/", use_ssl=False, subprotocols=[SUBPROTOCOL], extra_headers=headers[i]
-        ):
-            await opened.send(i)
-            await stop.wait()
-
-    hold = hold_ours if kind == "ours" else hold_ws
-    stop = trio.Event()
-    send, receive = trio.open_memory_channel[int](k)
-    gc.collect()
-    client0, server0 = rss_bytes(), rss_bytes(server_pid)
-    t0 = time.perf_counter()
-    with trio.fail_after(600):
-        async with trio.open_nursery() as nursery:
-            for first in range(0, k, plan.batch):
-                n = min(plan.batch, k - first)
-                for i in range(first, first + n):
-                    nursery.start_soon(hold, i, send, stop)
-                for _ in range(n):
-                    await receive.receive()
-            elapsed = time.perf_counter() - t0
-            gc.collect()
-            await trio.sleep(0.5)  # let the server finish its bookkeeping
-            client1, server1 = rss_bytes(), rss_bytes(server_pid)
-            t1 = time.perf_counter()
-            stop.set()
-        closed_in = time.perf_counter() - t1
-    return {
-        "open_all_s": elapsed,
-        "close_all_s": closed_in,
-        "client_kib_per_session": (client1 - client0) / k / KIB,
-        "server_kib_per_session": (server1 - server0) / k / KIB,
+        for name, values in samples.items()
     }
 
 
-async def churn_one(plan: Plan, kind: str, url: str, server_pid: int) -> dict[str, Any]:
-    """C workers doing open/close cycles until the total is reached; run in a fresh child."""
-    from fsm_session.service import open_session_service
-
-    c = plan.churn_sessions
-    total = plan.churn_cycles if kind == "ours" else plan.churn_floor_cycles
-    port = int(url.rsplit(":", 1)[1].strip("/"))
-    ids = [f"bench-churn-{i}" for i in range(c)]
-    tokens = [token_for(x) for x in ids]
-    infos = [info_for(x) for x in ids]
-    frames = our_frames("bench-churn-0")
-    done = 0
-    warm = max(1, total // 10)
-    marks: dict[str, float] = {}
-    rss: dict[str, int] = {}
-
-    def claim() -> bool:
-        nonlocal done
-        if done >= total:
-            return False
-        done += 1
-        if done == warm:
-            gc.collect()
-            marks["warm"] = time.perf_counter()
-            rss["warm_client"] = rss_bytes()
-            rss["warm_server"] = rss_bytes(server_pid)
-        return True
-
-    async def ours_worker(i: int) -> None:
-        async with open_session_service(url, access_token=tokens[i]) as session:
-            while claim():
-                await session.open(infos[i])
-                await session.close()
-
-    async def ws_worker(i: int) -> None:
-        h = ws_headers(tokens[i])
-        while claim():
-            await ws_cycle(port, h, frames)
-
-    worker = ours_worker if kind == "ours" else ws_worker
-    t0 = time.perf_counter()
-    with trio.fail_after(1800):
-        async with trio.open_nursery() as nursery:
-            for i in range(c):
-                nursery.start_soon(worker, i)
-    end = time.perf_counter()
-    gc.collect()
-    rss["end_client"] = rss_bytes()
-    rss["end_server"] = rss_bytes(server_pid)
-    return {
-        "cycles": total,
-        "sessions": c,
-        "cycles_per_s": (total - warm) / (end - marks["warm"]),
-        "total_s": end - t0,
-        "client_rss_warm_kib": rss["warm_client"] / KIB,
-        "client_rss_end_kib": rss["end_client"] / KIB,
-        "client_growth": rss["end_client"] / rss["warm_client"] - 1,
-        "server_rss_warm_kib": rss["warm_server"] / KIB,
-        "server_rss_end_kib": rss["end_server"] / KIB,
-        "server_growth": rss["end_server"] / rss["warm_server"] - 1,
-    }
+def alternating_updates(update: Callable[..., Awaitable[Any]]) -> Op:
+    """An operation that renames, to each of NAMES in turn: every call is a real change."""
+    names = itertools.cycle(NAMES)
+    return lambda: update(name=next(names))
 
 
-def in_child(me: str, plan: Plan, what: str, kind: str, server: Server) -> dict[str, Any]:
-    """Run one measurement in a fresh client process, so no other run's heap skews its RSS."""
+async def latency(plan: Plan, reference: Server, bare: Server, parts: set[str]) -> dict[str, Any]:
+    """Figures 1, 2 and 3, in one trio run."""
+    external_id = "bench-latency"
+    token, info = token_for(external_id), info_for(external_id)
+    headers = ws_headers(token)
+    pids = {OURS_REF: reference.pid, OURS_BARE: bare.pid, BARE: bare.pid}
+    out: dict[str, Any] = {}
+    async with (
+        open_session_service(reference.url, access_token=token) as to_reference,
+        open_session_service(bare.url, access_token=token) as to_bare,
+    ):
+        if "cycle" in parts:
+            cycles: dict[str, Op] = {
+                OURS_REF: partial(ours_cycle, to_reference, info),
+                OURS_BARE: partial(ours_cycle, to_bare, info),
+                BARE: partial(bare_cycle, bare.port, headers, info),
+            }
+            out["cycle"] = await interleave(cycles, plan.cycles, plan.rounds, pids)
+            out["cycle_counts"] = {
+                "ours": asdict(await count(cycles[OURS_BARE], plan.counted)),
+                "bare": asdict(await count(cycles[BARE], plan.counted)),
+            }
+        if "update" in parts:
+            await to_reference.open(info)
+            await to_bare.open(info)
+            async with connect(bare.port, headers) as ws:
+                conn = BareConnection(ws)
+                await conn.open(info)
+                updates = {
+                    OURS_REF: alternating_updates(to_reference.update),
+                    OURS_BARE: alternating_updates(to_bare.update),
+                    BARE: alternating_updates(conn.update),
+                }
+                out["update"] = await interleave(updates, plan.updates, plan.rounds, pids)
+                out["update_counts"] = {
+                    "ours": asdict(await count(updates[OURS_BARE], plan.counted * 4)),
+                    "bare": asdict(await count(updates[BARE], plan.counted * 4)),
+                }
+                await conn.close()
+    return out
+
+
+# --------------------------------------------------------------------------- child processes
+
+
+def in_child(plan: Plan, what: str, kind: str, server: Server) -> dict[str, Any]:
+    """Run one measurement in a fresh client process, so no other run's heap skews it."""
+    args = [sys.executable, __file__, f"--{plan.name}", "--child", what, kind, server.url]
     out = subprocess.run(
-        [
-            sys.executable,
-            me,
-            f"--{plan.name}",
-            "--child",
-            what,
-            kind,
-            server.url,
-            str(server.proc.pid),
-        ],
-        check=True,
-        stdout=subprocess.PIPE,
-        cwd=ROOT,
-        timeout=2400,
+        [*args, str(server.pid)], check=True, stdout=subprocess.PIPE, cwd=ROOT, timeout=2400
     )
     return json.loads(out.stdout.decode().strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-# --------------------------------------------------------------------------- report
-
-
-def fmt_us(us: float) -> str:
-    return f"{us / 1000:.3f} ms" if us >= 1000 else f"{us:.0f} µs"
-
-
-def table(rows: list[tuple[str, str, str, str, str, str]]) -> str:
-    head = ("figure", "value", "floor/baseline", "ratio", "target", "result")
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(6)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(head, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(lines)
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
-
-
-def git_commit() -> str:
-    """The short commit of the checkout, with ``+dirty`` when it has changes."""
-    try:
-        run = partial(subprocess.run, cwd=ROOT, capture_output=True, text=True, timeout=10)
-        commit = run(["git", "rev-parse", "--short", "HEAD"]).stdout.strip() or "nogit"
-        dirty = run(["git", "status", "--porcelain", "--untracked-files=no"]).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "nogit"
-    return commit + ("+dirty" if dirty else "")
-
-
 def default_json_path(plan: Plan, when: str) -> Path:
-    stamp = when.replace("-", "").replace(":", "").replace("+0000", "Z").split("+")[0]
+    stamp = when.replace("-", "").replace(":", "").split("+")[0] + "Z"
     return ROOT / "benchmarks" / "results" / f"wire-{git_commit()}-{plan.name}-{stamp}.json"
-
-
-def machine_info() -> dict[str, Any]:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "trio": version("trio"),
-        "trio-websocket": version("trio-websocket"),
-        "wsproto": version("wsproto"),
-        "transitions": version("transitions"),
-        "commit": git_commit(),
-    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="the default: about 25 s")
-    mode.add_argument("--full", action="store_true", help="the issue's sizes: about 5 minutes")
+    mode.add_argument("--quick", action="store_true", help="the default: one to two minutes")
+    mode.add_argument("--full", action="store_true", help="the issue's sizes: several minutes")
     parser.add_argument(
         "--json",
         metavar="PATH",
@@ -611,220 +246,101 @@ def main(argv: list[str] | None = None) -> int:
         help="also write the figures as JSON (default path: benchmarks/results/)",
     )
     parser.add_argument(
-        "--only", choices=["cycle", "scale", "churn"], action="append", help="run only these"
+        "--only",
+        choices=["cycle", "update", "scale", "churn"],
+        action="append",
+        help="run only these",
     )
-    parser.add_argument("--serve", choices=["ours", "ws", "tcp"], help=argparse.SUPPRESS)
-    parser.add_argument("--replies", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=["ours", "bare"], help=argparse.SUPPRESS)
     parser.add_argument("--max-connections", type=int, default=1024, help=argparse.SUPPRESS)
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--profile", help=argparse.SUPPRESS)
     parser.add_argument("--cpu", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        replies = [int(x) for x in args.replies.split(",") if x]
-        return run_server(args.serve, replies or [1], args.max_connections, args.profile, args.cpu)
-
+        return run_server(args.serve, args.max_connections, args.profile, args.cpu)
     plan = FULL if args.full else QUICK
     if args.child:
         what, kind, url, pid = args.child
-        raise_nofile()
-        fn = scale_one if what == "scale" else churn_one
-        print(json.dumps(trio.run(fn, plan, kind, url, int(pid))))
+        print(json.dumps(run_child(plan, what, kind, url, int(pid))))
         return 0
-    only = set(args.only or ["cycle", "scale", "churn"])
+
+    parts = set(args.only or ["cycle", "update", "scale", "churn"])
     nofile = raise_nofile()
-    frames = our_frames("bench-cycle")
-    sizes = frames.sizes
-    replies = f"{sizes['opened']},{sizes['closed']}"
-    me = str(Path(__file__).resolve())
-    print(f"wire benchmark ({plan.name}); RLIMIT_NOFILE={nofile}; frame bytes {sizes}")
     m = machine_info()
+    print(f"wire benchmark ({plan.name}), commit {m['commit']}; RLIMIT_NOFILE={nofile}")
     print(
-        f"python {m['python']} on {m['cpu']} x{m['cores']}; trio {m['trio']}, "
-        f"trio-websocket {m['trio-websocket']}, wsproto {m['wsproto']}"
+        f"python {m['python']} on {m['cpu']} x{m['cores']}, load average {m['load_average']}; "
+        f"trio {m['trio']}, trio-websocket {m['trio-websocket']}, wsproto {m['wsproto']}"
     )
-
-    servers: dict[str, Server] = {}
-    results: dict[str, Any] = {"plan": plan.__dict__, "machine": m, "frame_bytes": sizes}
-    rows: list[tuple[str, str, str, str, str, str]] = []
+    results: dict[str, Any] = {"plan": asdict(plan), "machine": m}
+    rows: list[Row] = []
     started = time.perf_counter()
+    servers: list[Server] = []
     try:
-        servers["cli"] = Server(["-m", "fsm_session.cli", "serve", "--port", "0"])
-        servers["ws"] = Server([me, "--serve", "ws", "--replies", replies])
-        servers["tcp"] = Server([me, "--serve", "tcp", "--replies", replies])
         big = max(plan.scale, plan.churn_sessions) + 64
-        servers["ours"] = Server([me, "--serve", "ours", "--max-connections", str(big)])
+        reference = Server.reference(max_connections=big)
+        servers.append(reference)
+        bare = Server.bare()
+        servers.append(bare)
+        sizes = trio.run(check_frames, reference, bare)
+        results["frame_bytes"] = sizes
+        print(
+            f"frames: the bare client's requests are ours byte for byte, the bare server's "
+            f"replies the reference server's key for key; bytes {sizes}"
+        )
 
-        if "cycle" in only:
-            print(f"\n1. cycle latency: open(info) + close(), {plan.cycles} cycles per kind")
-            cyc = trio.run(cycle_latency, plan, servers, frames)
-            results["cycle"] = cyc
-            for name in ("ours", "trio-websocket", "tcp"):
-                r = cyc[name]
-                print(
-                    f"   {name:15} median {fmt_us(r['median_us']):>10}   "
-                    f"p99 {fmt_us(r['p99_us']):>10}   mean {fmt_us(r['mean_us']):>10}   "
-                    f"CPU/cycle: client {fmt_us(r['client_cpu_us']):>8}, "
-                    f"server {fmt_us(r['server_cpu_us']):>8}"
+        if parts & {"cycle", "update"}:
+            lat = trio.run(latency, plan, reference, bare, parts)
+            results.update(lat)
+            if "cycle" in parts:
+                rows += report_timed(
+                    f"1. open+close cycle, {plan.cycles:,} per kind, {plan.rounds} rounds",
+                    "cycle",
+                    lat["cycle"],
+                    (1.10, 1.15),
                 )
-            o, w, t = cyc["ours"], cyc["trio-websocket"], cyc["tcp"]
-            rw, rt = o["median_us"] / w["median_us"], o["median_us"] / t["median_us"]
-            rw99 = o["p99_us"] / w["p99_us"]
-            cyc["ratio_median_vs_ws"], cyc["ratio_median_vs_tcp"] = rw, rt
-            cyc["ratio_p99_vs_ws"] = rw99
+            if "update" in parts:
+                rows += report_timed(
+                    f"2. update() round trip, {plan.updates:,} per kind, {plan.rounds} rounds",
+                    "update",
+                    lat["update"],
+                    (1.15, None),
+                )
             print(
-                f"   ratio ours/trio-websocket: median {rw:.2f}x, p99 {rw99:.2f}x; "
-                f"ours/tcp: median {rt:.2f}x"
+                f"\n3. trio work per operation, counted over {plan.counted} cycles "
+                f"and {plan.counted * 4} updates"
             )
-            rows.append(
-                (
-                    "cycle median",
-                    fmt_us(o["median_us"]),
-                    f"ws {fmt_us(w['median_us'])}",
-                    f"{rw:.2f}x",
-                    "<= 1.25x",
-                    verdict(rw <= 1.25),
-                )
-            )
-            rows.append(
-                (
-                    "cycle p99",
-                    fmt_us(o["p99_us"]),
-                    f"ws {fmt_us(w['p99_us'])}",
-                    f"{rw99:.2f}x",
-                    "(info)",
-                    "-",
-                )
-            )
-            rows.append(
-                (
-                    "cycle median vs tcp",
-                    fmt_us(o["median_us"]),
-                    f"tcp {fmt_us(t['median_us'])}",
-                    f"{rt:.2f}x",
-                    "(info)",
-                    "-",
-                )
-            )
+            if "cycle" in parts:
+                rows += report_counts("cycle", lat["cycle_counts"])
+            if "update" in parts:
+                rows += report_counts("update", lat["update_counts"])
 
-        if "scale" in only:
-            print(f"\n2. scale: {plan.scale} sessions open at once, batches of {plan.batch}")
-            sc = {
-                "sessions": plan.scale,
-                "trio-websocket": in_child(me, plan, "scale", "ws", servers["ws"]),
-                "ours": in_child(me, plan, "scale", "ours", servers["ours"]),
-            }
+        if "scale" in parts:
+            sc: dict[str, Any] = {"sessions": plan.scale}
+            for kind, server in (("bare", bare), ("ours", reference)):
+                sc[kind] = in_child(plan, "scale", kind, server)
+            for kind, server in (("bare", bare), ("ours", reference)):
+                sc[kind] |= in_child(plan, "heap", kind, server)
             results["scale"] = sc
-            for name in ("ours", "trio-websocket"):
-                r = sc[name]
-                print(
-                    f"   {name:15} open all {r['open_all_s']:7.2f} s   close all "
-                    f"{r['close_all_s']:6.2f} s   client {r['client_kib_per_session']:6.1f} "
-                    f"KiB/session   server {r['server_kib_per_session']:6.1f} KiB/session"
-                )
-            o, w = sc["ours"], sc["trio-websocket"]
-            rc = o["client_kib_per_session"] / w["client_kib_per_session"]
-            rs = o["server_kib_per_session"] / w["server_kib_per_session"]
-            rtime = o["open_all_s"] / w["open_all_s"]
-            print(
-                f"   ratio ours/trio-websocket: client memory {rc:.2f}x, server memory "
-                f"{rs:.2f}x, time to open all {rtime:.2f}x"
-            )
-            limit_s = 30.0 * plan.scale / 10_000
-            rows.append(
-                (
-                    f"open {plan.scale}",
-                    f"{o['open_all_s']:.2f} s",
-                    f"ws {w['open_all_s']:.2f} s",
-                    f"{rtime:.2f}x",
-                    f"<= {limit_s:g} s",
-                    verdict(o["open_all_s"] <= limit_s),
-                )
-            )
-            rows.append(
-                (
-                    "client KiB/session",
-                    f"{o['client_kib_per_session']:.1f}",
-                    f"ws {w['client_kib_per_session']:.1f}",
-                    f"{rc:.2f}x",
-                    "<= 24",
-                    verdict(o["client_kib_per_session"] <= 24),
-                )
-            )
-            rows.append(
-                (
-                    "server KiB/session",
-                    f"{o['server_kib_per_session']:.1f}",
-                    f"ws {w['server_kib_per_session']:.1f}",
-                    f"{rs:.2f}x",
-                    "<= 32",
-                    verdict(o["server_kib_per_session"] <= 32),
-                )
-            )
+            rows += report_scale(plan, sc)
 
-        if "churn" in only:
-            print(
-                f"\n3. churn: {plan.churn_cycles} open/close cycles over "
-                f"{plan.churn_sessions} sessions (floor: {plan.churn_floor_cycles} bare cycles)"
-            )
+        if "churn" in parts:
             ch = {
-                "trio-websocket": in_child(me, plan, "churn", "ws", servers["ws"]),
-                "ours": in_child(me, plan, "churn", "ours", servers["ours"]),
+                "bare": in_child(plan, "churn", "bare", bare),
+                "ours": in_child(plan, "churn", "ours", reference),
             }
             results["churn"] = ch
-            for name in ("ours", "trio-websocket"):
-                r = ch[name]
-                print(
-                    f"   {name:15} {r['cycles_per_s']:8.0f} cycles/s   client RSS "
-                    f"{r['client_rss_warm_kib']:.0f} -> {r['client_rss_end_kib']:.0f} KiB "
-                    f"({r['client_growth']:+.1%})"
-                )
-            o, w = ch["ours"], ch["trio-websocket"]
-            rr = o["cycles_per_s"] / w["cycles_per_s"]
-            print(
-                f"   ratio ours/trio-websocket cycles/s: {rr:.2f}x; server RSS "
-                f"{o['server_rss_warm_kib']:.0f} -> {o['server_rss_end_kib']:.0f} KiB "
-                f"({o['server_growth']:+.1%})"
-            )
-            rows.append(
-                (
-                    "churn cycles/s",
-                    f"{o['cycles_per_s']:.0f}",
-                    f"ws {w['cycles_per_s']:.0f}",
-                    f"{rr:.2f}x",
-                    "(info)",
-                    "-",
-                )
-            )
-            rows.append(
-                (
-                    "churn client RSS",
-                    f"{o['client_growth']:+.1%}",
-                    f"warm {o['client_rss_warm_kib']:.0f} KiB",
-                    "-",
-                    "within 5%",
-                    verdict(abs(o["client_growth"]) <= 0.05),
-                )
-            )
-            rows.append(
-                (
-                    "churn server RSS",
-                    f"{o['server_growth']:+.1%}",
-                    f"warm {o['server_rss_warm_kib']:.0f} KiB",
-                    "-",
-                    "(info)",
-                    "-",
-                )
-            )
+            rows += report_churn(plan, ch)
     finally:
-        for server in servers.values():
+        for server in servers:
             server.stop()
 
     total = time.perf_counter() - started
     results["rows"] = rows
     results["seconds"] = total
     results["when"] = datetime.now(UTC).isoformat(timespec="seconds")
-    print(f"\nsummary ({plan.name}, {total:.0f} s)")
+    print(f"\nsummary ({plan.name}, {total:.0f} s); baseline: {BARE}")
     print(table(rows))
     if args.json is not None:
         path = Path(args.json) if args.json else default_json_path(plan, results["when"])
