@@ -280,8 +280,7 @@ class SessionService:
             await transport.settle()  # an open's connect, cancelled above, unwinds
             if logout is not None:
                 await self._send(logout)
-                with trio.move_on_at(logout.deadline + self.config.transport.close_timeout):
-                    await settled(logout)  # the reader times it out at its deadline
+                await settled(logout)  # the reader times it out at its deadline, or it drops
                 if logout.error is not None:
                     log.info("logout not confirmed: %s", logout.error)
             await transport.close()

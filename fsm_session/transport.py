@@ -103,7 +103,10 @@ def _first(group: BaseException, kind: type[BaseException]) -> BaseException | N
 class _Connection:
     """One connection: its serial, its socket, and how it ends."""
 
-    __slots__ = ("_nursery", "by_us", "down", "failure", "scope", "serial", "stream", "timer", "ws")
+    __slots__ = (
+        "_nursery", "by_us", "down", "failure", "reported", "scope", "serial", "stream", "timer",
+        "ws",
+    )  # fmt: skip
 
     def __init__(self, serial: int, nursery: trio.Nursery) -> None:
         self._nursery = nursery
@@ -116,6 +119,8 @@ class _Connection:
         """The reader's wait, whose deadline is the next ping or request deadline."""
         self.down = trio.Event()
         self.by_us = False
+        self.reported = False
+        """Its end was reported to the listener (once, by the reader or by an abort)."""
         self.failure: SessionError | None = None
         """Why it ended, when we ended it (an abort) or the library's reader failed."""
 
@@ -219,16 +224,20 @@ class Transport:
         conn = _Connection(serial, self._nursery)
         self._conn = conn
         try:
-            with trio.fail_after(self.config.connect_timeout), conn.scope:
+            # One scope: the connect's deadline, and what a rejection or an abort cancels.
+            conn.scope.deadline = trio.current_time() + self.config.connect_timeout
+            with conn.scope:
                 conn.ws = await self._handshake(conn, token)
             if conn.failure is not None:
                 raise conn.failure
             if conn.ws is None:
-                raise ConnectionFailed("the connect was aborted", rule="P1")
+                raise ConnectionFailed(
+                    f"no WebSocket handshake within {self.config.connect_timeout} s", rule="P1"
+                )
             if conn.ws.subprotocol != SUBPROTOCOL:
                 raise ConnectionFailed(f"the backend does not speak {SUBPROTOCOL}", rule="P1")
         except BaseException as exc:
-            await self._discard(conn)
+            self._discard(conn)
             self._proto.connect_failed(serial)
             self._notify()
             raise self._connect_error(exc) from None
@@ -292,15 +301,17 @@ class Transport:
         cause = _first(exc, OSError) or _first(exc, HandshakeError) or exc
         return ConnectionFailed(f"cannot connect to {self.url}: {cause!r}", rule="P1")
 
-    async def _discard(self, conn: _Connection) -> None:
-        """Close the stream of a connection that is over; its reader tasks then end."""
+    def _discard(self, conn: _Connection) -> None:
+        """Close the socket of a connection that is over, at once; its reader tasks then end.
+
+        The socket itself is closed rather than the stream: that cannot block or be cancelled,
+        and a TLS stream owes no close_notify to a connection being dropped.
+        """
         stream, conn.stream = conn.stream, None
-        if stream is not None:
-            with trio.CancelScope(shield=True):
-                try:
-                    await trio.aclose_forcefully(stream)
-                except Exception as exc:  # Closing what is already broken.
-                    log.debug("closing the stream: %r", exc)
+        if isinstance(stream, trio.SSLStream):
+            stream = stream.transport_stream
+        if isinstance(stream, trio.SocketStream):
+            stream.socket.close()
         conn.down.set()
 
     # ------------------------------------------------------------------ reading
@@ -309,25 +320,28 @@ class Transport:
         """The reader of one connection, until it ends; then the drop is reported."""
         error: SessionError = ConnectionLost("the connection ended", rule="R14")
         try:
-            with conn.scope:
-                error = await self._loop(conn)
+            error = await self._loop(conn)
         except Exception as exc:  # A failure of ours must not take the service down.
             log.exception("the connection failed")
             error = ConnectionLost(f"the connection failed: {exc!r}", rule="R14")
         finally:
-            await self._discard(conn)
-            if not conn.by_us:
+            self._discard(conn)
+            if not conn.by_us and not conn.reported:
+                conn.reported = True
                 self._listener._dropped(conn.serial, conn.failure or error)
             self._notify()
 
     async def _loop(self, conn: _Connection) -> SessionError:
+        """Read until the connection ends. One cancel scope a wait: its deadline is the next
+        ping or request deadline, and an abort cancels it."""
         ws = cast(WebSocketConnection, conn.ws)
         interval = self.config.keepalive_interval
         proto = self._proto
         ping_at = math.inf if interval is None else trio.current_time() + interval
         while True:
-            with trio.CancelScope(deadline=min(ping_at, proto.next_deadline())) as wait:
-                conn.timer = wait
+            with conn.scope:
+                conn.scope.deadline = min(ping_at, proto.next_deadline())
+                conn.timer = conn.scope
                 while True:
                     try:
                         text = await ws.get_message()  # cancel-safe: no frame is lost
@@ -343,11 +357,14 @@ class Transport:
                             await ws.aclose(CloseCode.PROTOCOL_ERROR, "bad frame")
                         return exc
                     self._listener._frame(conn.serial, message)
-                    wait.deadline = min(ping_at, proto.next_deadline())
+                    conn.scope.deadline = min(ping_at, proto.next_deadline())
+            if conn.scope.cancel_called and (conn.failure is not None or conn.by_us):
+                return conn.failure or ConnectionLost("the connection was closed", rule="R14")
+            conn.timer = None
+            conn.scope = trio.CancelScope()  # the deadline passed: a new wait after this
             now = trio.current_time()
             if proto.expire(now=now):
-                timeout = proto.request_timeout
-                return ConnectionLost(f"no reply within {timeout} s", rule="R14")
+                return ConnectionLost(f"no reply within {proto.request_timeout} s", rule="R14")
             if now >= ping_at:
                 if not await self._pong(ws):
                     timeout = self.config.keepalive_timeout
@@ -367,11 +384,12 @@ class Transport:
     # ------------------------------------------------------------------ sending and ending
 
     async def send(self, serial: int, text: str, reply_by: float = math.inf) -> None:
-        """Send one frame on connection ``serial``, shielded and bounded by ``send_timeout``;
-        the reader wakes by ``reply_by`` to time out the reply.
+        """Send one frame on connection ``serial``, shielded from cancellation (a cut frame
+        would poison the stream); the reader wakes by ``reply_by`` to time out the reply, and
+        drops the connection then, which also ends a send still stuck.
 
-        Never raises: a send that fails or times out drops the connection, and the protocol
-        decides what becomes of the requests on it (R14).
+        Never raises: a send that fails drops the connection, and the protocol decides what
+        becomes of the requests on it (R14).
         """
         conn = self._conn
         if conn is None or conn.serial != serial or conn.ws is None:
@@ -379,18 +397,12 @@ class Transport:
         timer = conn.timer
         if timer is not None and reply_by < timer.deadline:
             timer.deadline = reply_by
-        with trio.CancelScope(shield=True) as scope:
-            scope.deadline = trio.current_time() + self.config.send_timeout
+        with trio.CancelScope(shield=True):
             try:
                 await conn.ws.send_message(text)
             except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
-                self.abort(
-                    serial, ConnectionLost("the connection closed during a send", rule="R14")
-                )
-                return
-        if scope.cancelled_caught:
-            timeout = self.config.send_timeout
-            self.abort(serial, ConnectionLost(f"no send within {timeout} s", rule="R14"))
+                lost = ConnectionLost("the connection closed during a send", rule="R14")
+                self.abort(serial, lost)
 
     async def close(self) -> None:
         """Close the current connection gracefully, bounded by ``close_timeout``; shielded."""
@@ -399,26 +411,37 @@ class Transport:
             return
         conn.by_us = True
         self._notify()
-        with trio.CancelScope(shield=True):
-            if conn.ws is not None:
-                with trio.move_on_after(self.config.close_timeout):
-                    try:
-                        await conn.ws.aclose(CloseCode.NORMAL)
-                    except Exception as exc:  # Closing what is already broken.
-                        log.debug("closing the connection: %r", exc)
-            conn.scope.cancel()
-            await self._discard(conn)
+        ws = conn.ws
+        if ws is not None:
+            deadline = trio.current_time() + self.config.close_timeout
+            with trio.CancelScope(shield=True, deadline=deadline):
+                try:
+                    await ws.aclose(CloseCode.NORMAL)
+                except Exception as exc:  # Closing what is already broken.
+                    log.debug("closing the connection: %r", exc)
+        conn.scope.cancel()
+        self._discard(conn)
         self._proto.closed(conn.serial)
         self._notify()
 
     def abort(self, serial: int | None = None, error: SessionError | None = None) -> None:
-        """Drop connection ``serial`` (the current one by default) now, without a handshake."""
+        """Drop connection ``serial`` (the current one by default) now, without a handshake.
+
+        A connected socket is closed and the drop reported before this returns, so the state
+        never shows a connection that is already gone; a connect in progress fails.
+        """
         conn = self._conn
-        if conn is None or conn.by_us or (serial is not None and conn.serial != serial):
+        if conn is None or conn.by_us or conn.reported:
+            return
+        if serial is not None and conn.serial != serial:
             return
         if conn.failure is None:
             conn.failure = error or ConnectionLost("the connection was dropped", rule="R14")
         conn.scope.cancel()
+        if conn.ws is not None:
+            self._discard(conn)
+            conn.reported = True
+            self._listener._dropped(conn.serial, conn.failure)
         self._notify()
 
     async def settle(self) -> None:
