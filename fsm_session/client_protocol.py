@@ -62,7 +62,6 @@ class ClientProtocol:
     """The client's protocol state: one per session service. Read the module's docstring."""
 
     __slots__ = (
-        "_abandoned",
         "_backoff",
         "_connected_at",
         "_give_up_at",
@@ -103,11 +102,11 @@ class ClientProtocol:
         self.connection = 0
         """The serial of the current (or last) connection."""
         self._last_id = 0
-        self._inflight: dict[int, Pending] = {}
+        self._inflight: dict[int, Pending | None] = {}
+        """Requests on the wire of the current connection by id; ``None`` for one abandoned
+        (by a close, a loss or a timeout) whose reply, if any, is to be ignored."""
         self._queued: list[Pending] = []
         """Requests of the current generation waiting for a connection (sent after a resume)."""
-        self._abandoned: set[int] = set()
-        """Ids on the current connection whose reply no one waits for any more."""
         self.open_request: Pending | None = None
         self.update_request: Pending | None = None
         self.close_outcome: Outcome | None = None
@@ -278,15 +277,14 @@ class ClientProtocol:
                     code=message.code,
                 )
             raise RemoteProtocolError(f"a {message.TYPE!r} frame without an id", rule="P4")
-        request = self._inflight.pop(rid, None)
-        if request is None:
-            if rid in self._abandoned:
-                self._abandoned.discard(rid)  # the reply to a request abandoned by a close
-                return False
+        if rid not in self._inflight:
             seen = "was never sent" if rid > self._last_id else "is not waiting for a reply"
             raise RemoteProtocolError(
                 f"a {message.TYPE!r} reply to request {rid}, which {seen}", rule="P4"
             )
+        request = self._inflight.pop(rid)
+        if request is None:
+            return False  # the reply to a request abandoned meanwhile
         request.id = None
         kind = request.kind
         if isinstance(message, ErrorReply):
@@ -338,8 +336,7 @@ class ClientProtocol:
         if request.done:
             return
         if request.id is not None:
-            self._inflight.pop(request.id, None)
-            self._abandoned.add(request.id)
+            self._inflight[request.id] = None
             request.id = None
         if request in self._queued:
             self._queued.remove(request)
@@ -356,11 +353,11 @@ class ClientProtocol:
 
     def _abandon(self, error: SessionError) -> None:
         """Fail every request at once, in data (R11); their replies, if any, are ignored."""
-        requests = [*self._inflight.values(), *self._queued]
+        requests = [r for r in self._inflight.values() if r is not None]
+        requests += self._queued
         if self.open_request is not None:
             requests.append(self.open_request)
-        self._abandoned.update(self._inflight)
-        self._inflight.clear()
+        self._inflight = dict.fromkeys(self._inflight)
         self._queued.clear()
         self.open_request = self.update_request = None
         for request in requests:
@@ -403,7 +400,7 @@ class ClientProtocol:
         """The driver starts a connection: its serial. Raises unless the socket is CLOSED."""
         self._move_socket("connect")
         self.connection += 1
-        self._abandoned.clear()
+        self._inflight.clear()
         return self.connection
 
     def connected(self, serial: int, *, now: float) -> None:
@@ -454,7 +451,7 @@ class ClientProtocol:
 
     def _requeue(self, error: SessionError) -> None:
         """Requests whose connection ended before their reply wait to be sent again (R14)."""
-        inflight = sorted(self._inflight.items())
+        inflight = sorted((k, r) for k, r in self._inflight.items() if r is not None)
         self._inflight.clear()
         again = []
         for _, request in inflight:
@@ -498,7 +495,7 @@ class ClientProtocol:
         """The earliest deadline of a request in flight (``inf`` when there is none)."""
         deadline = float("inf")
         for request in self._inflight.values():
-            if request.deadline < deadline:
+            if request is not None and request.deadline < deadline:
                 deadline = request.deadline
         for request in self._queued:
             if request.deadline < deadline:
@@ -508,7 +505,7 @@ class ClientProtocol:
     def expire(self, *, now: float) -> bool:
         """Fail every request past its deadline. ``True``: one was on the wire, so the
         connection is out of step (a reply may still come) and the driver drops it."""
-        late = [r for r in (*self._inflight.values(), *self._queued) if r.deadline <= now]
+        late = [r for r in (*self._inflight.values(), *self._queued) if r and r.deadline <= now]
         on_wire = False
         for request in late:
             on_wire = on_wire or request.id is not None

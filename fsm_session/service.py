@@ -111,9 +111,9 @@ class SessionService:
         self._token = access_token
         self._claims = claims
         self._nursery = nursery
-        self._work: set[trio.CancelScope] = set()
+        self._work: list[trio.CancelScope] = []  # a list: it holds one or two
         self._reconnector: trio.CancelScope | None = None
-        self._complaints = [0.0, 0, 0]  # window start, logged in it, suppressed in it
+        self._complaints: list[float] | None = None  # window start, logged, suppressed
         if refresh_token is not None:
             nursery.start_soon(upkeep.keep_token_fresh, self, refresh_token)
 
@@ -198,7 +198,7 @@ class SessionService:
         """Connect if needed and send the open, in the caller's task; then wait for it."""
         proto, transport = self._proto, self._transport
         with trio.CancelScope() as scope:  # work tied to the session: close() cancels it
-            self._work.add(scope)
+            self._work.append(scope)
             try:
                 await transport.settle()
                 serial = proto.connection
@@ -220,7 +220,7 @@ class SessionService:
                 )
                 raise
             finally:
-                self._work.discard(scope)
+                self._work.remove(scope)
         try:
             return cast(Participant, await wait(request))
         except SessionError:
@@ -302,14 +302,14 @@ class SessionService:
                 state=state,
             )
         scope = trio.CancelScope()
-        self._work.add(scope)
+        self._work.append(scope)
 
         async def run() -> None:
             try:
                 with scope:
                     await fn(*args)
             finally:
-                self._work.discard(scope)
+                self._work.remove(scope)
 
         self._nursery.start_soon(run, name=name or getattr(fn, "__qualname__", repr(fn)))
 
@@ -343,6 +343,8 @@ class SessionService:
     def _complain(self, error: RemoteProtocolError) -> None:
         """Log a backend's protocol error, at most a few a second, counting the rest."""
         now = trio.current_time()
+        if self._complaints is None:
+            self._complaints = [now, 0, 0]
         complaints = self._complaints
         if now - complaints[0] >= 1.0:
             if complaints[2]:
@@ -362,7 +364,7 @@ class SessionService:
             # Registered now, not when the task starts: a close() in between must stop it.
             scope = trio.CancelScope()
             self._reconnector = scope
-            self._work.add(scope)
+            self._work.append(scope)
             self._nursery.start_soon(upkeep.reconnect, self, scope, error)
         elif self.state is _S.CLOSED:
             self._cancel_work()

@@ -117,7 +117,8 @@ class _Connection:
         """Cancels the handshake while connecting, then the reader."""
         self.timer: trio.CancelScope | None = None
         """The reader's wait, whose deadline is the next ping or request deadline."""
-        self.down = trio.Event()
+        self.down = False
+        """Its socket is closed."""
         self.by_us = False
         self.reported = False
         """Its end was reported to the listener (once, by the reader or by an abort)."""
@@ -312,7 +313,7 @@ class Transport:
             stream = stream.transport_stream
         if isinstance(stream, trio.SocketStream):
             stream.socket.close()
-        conn.down.set()
+        conn.down = True
 
     # ------------------------------------------------------------------ reading
 
@@ -456,7 +457,7 @@ class Transport:
         conn = self._conn
         state = self._proto.socket.state
         if state is WebSocketState.CLOSED:
-            return conn is None or conn.down.is_set()
+            return conn is None or conn.down
         if state is WebSocketState.CONNECTED:
             return conn is not None and conn.failure is None and not conn.by_us
         return False

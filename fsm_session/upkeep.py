@@ -82,7 +82,8 @@ async def reconnect(self: SessionService, scope: trio.CancelScope, error: Sessio
             if proto.reconnecting:
                 self._lose("reconnect_failed", error)
     finally:
-        self._work.discard(scope)
+        if scope in self._work:
+            self._work.remove(scope)
         if self._reconnector is scope:
             self._reconnector = None
 
