@@ -14,7 +14,7 @@ import json
 import math
 from dataclasses import dataclass, fields
 from enum import Enum
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, TypeGuard
 
 from fsm_session.errors import (
     BackendError,
@@ -284,7 +284,7 @@ def _fail(code: str, reason: str, request_id: int | None = None) -> RemoteProtoc
     return error
 
 
-def _is_id(value: object) -> bool:
+def _is_id(value: object) -> TypeGuard[int]:
     return type(value) is int and 0 < value <= MAX_REQUEST_ID
 
 
@@ -401,7 +401,6 @@ def decode_reply(text: str | bytes) -> Message:
         )
     if not _is_id(raw_id):
         raise _fail(ErrorCode.BAD_REQUEST_ID, "a reply's 'id' must be an integer from 1 to 2**53-1")
-    assert isinstance(raw_id, int)
     if cls is Closed:
         return Closed(raw_id)
     if cls is TokenAccepted:
