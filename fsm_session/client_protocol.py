@@ -68,10 +68,12 @@ class ClientProtocol:
         "_inflight",
         "_last_id",
         "_on_event",
+        "_ping_at",
         "_queued",
         "close_outcome",
         "connection",
         "generation",
+        "keepalive_interval",
         "logout_timeout",
         "open_request",
         "policy",
@@ -90,6 +92,7 @@ class ClientProtocol:
         request_timeout: float = 10.0,
         logout_timeout: float = 5.0,
         policy: ReconnectPolicy | None = None,
+        keepalive_interval: float | None = None,
     ) -> None:
         self.session = SessionCore(token_external_id=token_external_id)
         self.socket = SocketCore()
@@ -97,6 +100,9 @@ class ClientProtocol:
         self.request_timeout = request_timeout
         self.logout_timeout = logout_timeout
         self._on_event = on_event
+        self.keepalive_interval = keepalive_interval
+        """How often to ping a connection (R15); ``None``: never."""
+        self._ping_at = _NEVER
         self.generation = 0
         """Starts again at every open and every close."""
         self.connection = 0
@@ -406,6 +412,7 @@ class ClientProtocol:
     def connected(self, serial: int, *, now: float) -> None:
         if serial == self.connection and self.socket.state is W.CONNECTING:
             self._connected_at = now
+            self.ponged(now=now)
             self._move_socket("connected")
 
     def connect_failed(self, serial: int) -> None:
@@ -492,8 +499,9 @@ class ClientProtocol:
         return False
 
     def next_deadline(self) -> float:
-        """The earliest deadline of a request in flight (``inf`` when there is none)."""
-        deadline = float("inf")
+        """When the driver must next call :meth:`due`: the earliest deadline of a request in
+        flight, or the next keepalive ping (``inf`` when there is neither)."""
+        deadline = self._ping_at
         for request in self._inflight.values():
             if request is not None and request.deadline < deadline:
                 deadline = request.deadline
@@ -501,6 +509,22 @@ class ClientProtocol:
             if request.deadline < deadline:
                 deadline = request.deadline
         return deadline
+
+    def due(self, *, now: float) -> tuple[bool, bool]:
+        """What is due at ``now``: ``(drop, ping)``. ``drop``: a request on the wire timed out
+        (see :meth:`expire`); ``ping``: the connection is to be pinged (R15), then
+        :meth:`ponged` said when the pong came."""
+        if self.expire(now=now):
+            return True, False
+        if now >= self._ping_at:
+            self._ping_at = _NEVER
+            return False, True
+        return False, False
+
+    def ponged(self, *, now: float) -> None:
+        """The connection answered (or just opened): the next ping is one interval away."""
+        interval = self.keepalive_interval
+        self._ping_at = _NEVER if interval is None else now + interval
 
     def expire(self, *, now: float) -> bool:
         """Fail every request past its deadline. ``True``: one was on the wire, so the

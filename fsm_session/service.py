@@ -104,6 +104,7 @@ class SessionService:
             request_timeout=config.request_timeout,
             logout_timeout=config.logout_timeout,
             policy=config.reconnect,
+            keepalive_interval=config.transport.keepalive_interval,
         )
         self._transport = Transport(
             url, nursery, self._proto, self, config.transport, ssl_context=ssl_context

@@ -336,12 +336,10 @@ class Transport:
         """Read until the connection ends. One cancel scope a wait: its deadline is the next
         ping or request deadline, and an abort cancels it."""
         ws = cast(WebSocketConnection, conn.ws)
-        interval = self.config.keepalive_interval
         proto = self._proto
-        ping_at = math.inf if interval is None else trio.current_time() + interval
         while True:
             with conn.scope:
-                conn.scope.deadline = min(ping_at, proto.next_deadline())
+                conn.scope.deadline = proto.next_deadline()
                 conn.timer = conn.scope
                 while True:
                     try:
@@ -358,19 +356,19 @@ class Transport:
                             await ws.aclose(CloseCode.PROTOCOL_ERROR, "bad frame")
                         return exc
                     self._listener._frame(conn.serial, message)
-                    conn.scope.deadline = min(ping_at, proto.next_deadline())
+                    conn.scope.deadline = proto.next_deadline()
             if conn.scope.cancel_called and (conn.failure is not None or conn.by_us):
                 return conn.failure or ConnectionLost("the connection was closed", rule="R14")
             conn.timer = None
             conn.scope = trio.CancelScope()  # the deadline passed: a new wait after this
-            now = trio.current_time()
-            if proto.expire(now=now):
+            drop, ping = proto.due(now=trio.current_time())
+            if drop:
                 return ConnectionLost(f"no reply within {proto.request_timeout} s", rule="R14")
-            if now >= ping_at:
+            if ping:
                 if not await self._pong(ws):
                     timeout = self.config.keepalive_timeout
                     return ConnectionLost(f"no pong within {timeout} s", rule="R15")
-                ping_at = trio.current_time() + cast(float, interval)
+                proto.ponged(now=trio.current_time())
 
     async def _pong(self, ws: WebSocketConnection) -> bool:
         """Ping and wait for the pong; ``False`` when it does not come in time (rule R15)."""
