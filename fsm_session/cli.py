@@ -166,7 +166,11 @@ def parser() -> argparse.ArgumentParser:
         f"Print only an HS256 access token signed with {SECRET_ENV}, for the reference server "
         "or any backend sharing that secret.",
     )
-    token.add_argument("--external-id", help="the external ID the token allows (default: any)")
+    token.add_argument(
+        "--external-id",
+        help="the external ID the token carries; without it, only participants with no "
+        "external ID may open a session with the token (R3)",
+    )
     token.add_argument("--ttl", type=float, default=3600.0, help="lifetime in seconds")
     token.set_defaults(run=_token)
 

@@ -4,6 +4,7 @@ the demo needs."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -83,8 +84,10 @@ def test_the_changelog_has_a_section_for_this_version() -> None:
 def test_make_demo_installs_the_package_without_extras(tmp_path: Path) -> None:
     """What ``make demo`` would run in a fresh clone, without running it."""
     done = subprocess.run(
-        ["make", "-n", "-B", "demo", f"VENV={tmp_path / 'venv'}"],
+        ["make", "--no-print-directory", "-n", "-B", "demo", f"VENV={tmp_path / 'venv'}"],
         cwd=ROOT,
+        # Not as a sub-make of `make test`, whose flags would be inherited.
+        env={k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")},
         capture_output=True,
         text=True,
         timeout=60,
