@@ -9,6 +9,7 @@ that a certificate problem shows as itself rather than as trio-websocket's conne
 from __future__ import annotations
 
 import json
+import logging
 import os
 import ssl
 import subprocess
@@ -28,7 +29,7 @@ from trio_websocket import wrap_client_stream
 
 from fsm_session import tokens
 from fsm_session.protocol import SUBPROTOCOL
-from fsm_session.server import serve
+from fsm_session.server import ServerConfig, serve
 from tests.frames import validate_server_frame
 
 SECRET = "tls-test-secret-of-at-least-32-bytes-for-hs256"
@@ -62,8 +63,11 @@ def client_context(ca: trustme.CA | None) -> ssl.SSLContext:
 
 @pytest.fixture
 async def wss_url(nursery: trio.Nursery, server_context: ssl.SSLContext) -> str:
+    # A handshake timeout far beyond TIMEOUT: a test that passes saw the server hang up on a
+    # failed TLS handshake at once, not when that timeout ended the connection.
+    config = ServerConfig(handshake_timeout=10 * TIMEOUT)
     url: str = await nursery.start(
-        partial(serve, "127.0.0.1", 0, secret=SECRET, ssl_context=server_context)
+        partial(serve, "127.0.0.1", 0, secret=SECRET, config=config, ssl_context=server_context)
     )
     return url
 
@@ -143,8 +147,12 @@ async def test_a_client_not_trusting_the_ca_fails_the_tls_handshake(
     check_open_and_close(await session_over_tls(wss_url, client_context(ca)))
 
 
-async def test_a_plain_websocket_client_is_hung_up_on(wss_url: str, ca: trustme.CA) -> None:
-    """A ws:// upgrade sent to the wss:// server gets no HTTP answer: the server hangs up."""
+async def test_a_plain_websocket_client_is_hung_up_on(
+    wss_url: str, ca: trustme.CA, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A ws:// upgrade sent to the wss:// server gets no HTTP answer: the server logs why and
+    hangs up at once, rather than at the end of the handshake timeout."""
+    caplog.set_level(logging.INFO, logger="fsm_session.server")
     parts = urlsplit(wss_url)
     assert parts.hostname is not None and parts.port is not None
     request = (
@@ -162,6 +170,8 @@ async def test_a_plain_websocket_client_is_hung_up_on(wss_url: str, ca: trustme.
             except trio.BrokenResourceError:
                 pass  # A reset is a hang-up too.
     assert not received.startswith(b"HTTP/")
+    (failure,) = [r for r in caplog.records if "the TLS handshake failed" in r.getMessage()]
+    assert failure.name == "fsm_session.server" and failure.levelno == logging.INFO
     check_open_and_close(await session_over_tls(wss_url, client_context(ca)))
 
 

@@ -115,12 +115,14 @@ class _Activity(trio.abc.Stream):
     timeout, holding a connection slot (P1).
     """
 
-    __slots__ = ("inner", "last_received", "on_end")
+    __slots__ = ("broken", "inner", "last_received", "on_end")
 
     def __init__(self, inner: trio.abc.Stream) -> None:
         self.inner = inner
         self.last_received = trio.current_time()
         self.on_end: Callable[[], None] | None = None
+        # Why the stream broke, if it did: a reset, or a TLS handshake that failed.
+        self.broken: trio.BrokenResourceError | None = None
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await self.inner.send_all(data)
@@ -131,8 +133,9 @@ class _Activity(trio.abc.Stream):
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         try:
             data = await self.inner.receive_some(max_bytes)
-        except trio.BrokenResourceError:
+        except trio.BrokenResourceError as exc:
             # A reset, or a failed TLS handshake: the peer is as gone as after a hang-up.
+            self.broken = exc
             if self.on_end is not None:
                 self.on_end()
             raise
@@ -207,7 +210,11 @@ class _Server:
                 activity.on_end = None
                 if ended:
                     accepted = None
-                    logger.debug("%s: the stream ended before the handshake did", peer)
+                    tls_error = activity.broken and activity.broken.__cause__
+                    if isinstance(tls_error, ssl.SSLError):
+                        logger.info("%s: the TLS handshake failed: %s", peer, tls_error)
+                    else:
+                        logger.debug("%s: the stream ended before the handshake did", peer)
                 elif scope.cancelled_caught:
                     logger.info("%s: no handshake within %g s", peer, self.config.handshake_timeout)
                 if accepted is not None:
