@@ -4,8 +4,10 @@ record, of any logger (ours or a dependency's), holds an access token or the ser
 from __future__ import annotations
 
 import logging
+import re
 import time
 import traceback
+from pathlib import Path
 
 import pytest
 
@@ -69,3 +71,18 @@ async def test_no_token_or_secret_in_any_log_record(
         text = everything_in(record)
         for piece, what in pieces.items():
             assert piece not in text, f"{record.name} logged {what}: {record.getMessage()!r}"
+
+
+def test_every_logger_of_the_package_is_documented_in_the_readme() -> None:
+    """Each ``getLogger("fsm_session...")`` of the code has a row in the README's Logs table."""
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    logs = readme[readme.index("## Logs") :]
+    documented = set(re.findall(r"^\| `(fsm_session[\w.]*)` \|", logs, re.MULTILINE))
+    used = {
+        name
+        for path in (root / "fsm_session").rglob("*.py")
+        for name in re.findall(r"getLogger\(\s*[\"'](fsm_session[\w.]*)[\"']", path.read_text())
+    }
+    assert used, "the package logs under fsm_session"
+    assert used <= documented, f"not in the README's Logs table: {sorted(used - documented)}"
