@@ -1,10 +1,13 @@
-# Everything a fresh machine with Python 3.11+ and make needs: `make demo`, `make test`.
+# Everything a fresh machine with Python 3.11+ and make needs: `make demo`, `make test`,
+# `make docs`. Each installs what it needs into .venv, no more: the demo only the package.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+BASE_STAMP := $(VENV)/.installed-base
+DOCS_STAMP := $(VENV)/.installed-docs
 
-.PHONY: install test lint typecheck pytest demo diagrams bench bench-full clean
+.PHONY: install test lint typecheck pytest demo docs diagrams bench bench-full clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +17,16 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
+
+# The package and its run-time dependencies only.
+$(BASE_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(BASE_STAMP)
+
+# The package and Sphinx.
+$(DOCS_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[docs]'
+	touch $(DOCS_STAMP)
 
 install: $(STAMP)
 
@@ -29,8 +42,12 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
-demo: $(STAMP)
+demo: $(BASE_STAMP)
 	$(BIN)/fsm-session demo
+
+# The API reference from the docstrings, into docs/_build/html; any warning fails the build.
+docs: $(DOCS_STAMP)
+	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
 
 diagrams: $(STAMP)
 	$(BIN)/python -m fsm_session.diagrams
@@ -44,4 +61,5 @@ bench-full: $(STAMP)
 	$(BIN)/python benchmarks/wire.py --full --json
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist *.egg-info \
+		docs/_build

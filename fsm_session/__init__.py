@@ -4,6 +4,7 @@ state machine over trio-websocket.
 The names below are the public API; everything else may change without notice.
 """
 
+from fsm_session._version import __version__ as __version__
 from fsm_session.errors import (
     ArgumentTypeError,
     BackendError,

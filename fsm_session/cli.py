@@ -5,31 +5,69 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
+import ssl
 import sys
 import time
 from collections.abc import Sequence
 from functools import partial
+from typing import NoReturn
 
 import trio
 
-__all__ = ["main"]
+from fsm_session import __version__
+from fsm_session.server.config import SECRET_ENV
+
+__all__ = ["CommandError", "main", "parser"]
+
+
+class CommandError(Exception):
+    """An expected failure of a command (its setup, its input): printed as one line, exit 2."""
+
+
+def _secret() -> str:
+    from fsm_session.server import ConfigurationError, secret_from_env
+
+    try:
+        return secret_from_env()
+    except ConfigurationError as error:
+        raise CommandError(error) from None
+
+
+def _server_tls(certfile: str | None, keyfile: str | None) -> ssl.SSLContext | None:
+    """The TLS context ``serve --certfile F [--keyfile F]`` asks for, or ``None`` for ws://."""
+    if certfile is None:
+        if keyfile is not None:
+            raise CommandError("--keyfile needs --certfile")
+        return None
+    for path in (certfile, keyfile):
+        # ssl's own error for a missing file does not say which one.
+        if path is not None and not os.access(path, os.R_OK):
+            why = "no such file" if not os.path.exists(path) else "permission denied"
+            raise CommandError(f"cannot read {path}: {why}")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(certfile, keyfile)
+    except (OSError, ssl.SSLError) as error:
+        files = certfile if keyfile is None else f"{certfile} and {keyfile}"
+        raise CommandError(f"cannot load a certificate and its key from {files}: {error}") from None
+    return context
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from fsm_session.server import ConfigurationError, secret_from_env, serve
+    from fsm_session.server import serve
 
-    try:
-        secret = secret_from_env()
-    except ConfigurationError as error:
-        print(f"fsm-session serve: {error}", file=sys.stderr)
-        return 2
+    secret = _secret()
+    ssl_context = _server_tls(args.certfile, args.keyfile)
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s"
     )
 
     async def run() -> None:
         async with trio.open_nursery() as nursery:
-            url = await nursery.start(partial(serve, args.host, args.port, secret=secret))
+            url = await nursery.start(
+                partial(serve, args.host, args.port, secret=secret, ssl_context=ssl_context)
+            )
             print(url, flush=True)  # The first line of stdout: where to connect.
 
     with contextlib.suppress(KeyboardInterrupt):
@@ -38,17 +76,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _token(args: argparse.Namespace) -> int:
-    from fsm_session.server import ConfigurationError, secret_from_env
     from fsm_session.tokens import mint
 
-    try:
-        secret = secret_from_env()
-    except ConfigurationError as error:
-        print(f"fsm-session token: {error}", file=sys.stderr)
-        return 2
-    if args.ttl <= 0:
-        print("fsm-session token: --ttl must be positive", file=sys.stderr)
-        return 2
+    secret = _secret()
+    if not args.ttl > 0:
+        raise CommandError("--ttl must be a positive number of seconds")
     print(mint(secret, external_id=args.external_id, ttl=args.ttl, now=time.time()))
     return 0
 
@@ -77,53 +109,117 @@ def _conform(args: argparse.Namespace) -> int:
     return conform_command(args.url, examples=args.examples, seed=args.seed)
 
 
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where there is none to show (``None``, a flag)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or isinstance(action.default, bool):
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports a usage error as one line on stderr, with where to read more, and exits 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(
+    """The ``fsm-session`` argument parser: one subcommand per job."""
+    top = _Parser(
         prog="fsm-session",
         description="A session with a real-time backend, run by an explicit state machine.",
+        epilog="Run 'fsm-session COMMAND --help' for the options of a command.",
+        formatter_class=_Formatter,
     )
-    commands = top.add_subparsers(dest="command", required=True)
+    top.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser(
+    def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = commands.add_parser(
+            name, help=summary, description=description, formatter_class=_Formatter
+        )
+        return sub
+
+    serve = command(
         "serve",
-        help="run the reference backend server",
-        description="Run the reference server. Needs FSM_SESSION_SECRET. Prints its ws:// URL "
-        "as the first line of stdout and logs to stderr.",
+        "run the reference backend server",
+        f"Run the reference server. Needs {SECRET_ENV}. Prints its ws:// URL (wss:// with "
+        "--certfile) as the first line of stdout and logs to stderr.",
     )
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    serve.add_argument("--host", default="127.0.0.1", help="the address to listen on")
+    serve.add_argument("--port", type=int, default=8765, help="the port; 0 picks a free one")
+    serve.add_argument(
+        "--certfile",
+        metavar="FILE",
+        help="serve wss:// with this PEM certificate chain (and its key, unless --keyfile)",
+    )
+    serve.add_argument(
+        "--keyfile", metavar="FILE", help="the PEM private key of --certfile, if not in it"
+    )
     serve.set_defaults(run=_serve)
 
-    token = commands.add_parser(
+    token = command(
         "token",
-        help="mint a development access token with FSM_SESSION_SECRET",
-        description="Print only an HS256 access token signed with FSM_SESSION_SECRET.",
+        f"mint a development access token with {SECRET_ENV}",
+        f"Print only an HS256 access token signed with {SECRET_ENV}, for the reference server "
+        "or any backend sharing that secret.",
     )
-    token.add_argument("--external-id", default=None, help="the external ID the token allows")
+    token.add_argument(
+        "--external-id",
+        help="the external ID the token carries; without it, only participants with no "
+        "external ID may open a session with the token (R3)",
+    )
     token.add_argument("--ttl", type=float, default=3600.0, help="lifetime in seconds")
     token.set_defaults(run=_token)
 
-    demo = commands.add_parser("demo", help="walk the SDK workflow against an embedded server")
+    demo = command(
+        "demo",
+        "walk the SDK workflow against an embedded server",
+        "Start a reference server on a free loopback port, then open, update, close and reopen "
+        "a session on it, printing each call, its result or refusal, and every event.",
+    )
     demo.set_defaults(run=_demo)
 
-    diagram = commands.add_parser("diagram", help="draw a state machine")
-    diagram.add_argument("--machine", choices=["session", "socket"], default="session")
-    diagram.add_argument("--format", choices=["mermaid", "dot", "svg", "table"], default="mermaid")
-    diagram.add_argument("--highlight", metavar="STATE", default=None, help="fill this state")
-    diagram.add_argument("-o", "--output", metavar="FILE", default=None)
+    diagram = command(
+        "diagram",
+        "draw a state machine",
+        "Draw a machine from its transition table: Mermaid or DOT text, an SVG (needs "
+        "Graphviz's dot), or a Markdown table of its rows and rules.",
+    )
+    diagram.add_argument(
+        "--machine", choices=["session", "socket"], default="session", help="which machine"
+    )
+    diagram.add_argument(
+        "--format",
+        choices=["mermaid", "dot", "svg", "table"],
+        default="mermaid",
+        help="what to draw",
+    )
+    diagram.add_argument("--highlight", metavar="STATE", help="fill this state")
+    diagram.add_argument(
+        "-o", "--output", metavar="FILE", help="write here instead of standard output"
+    )
     diagram.set_defaults(run=_diagram)
 
-    paths = commands.add_parser(
-        "paths", help="shortest trigger sequences covering every transition"
+    paths = command(
+        "paths",
+        "shortest trigger sequences covering every transition",
+        "Print, for each transition of a machine, the shortest sequence of triggers from the "
+        "initial state that ends with it, and the rules of its row. Exits 1 when a transition "
+        "cannot be reached.",
     )
-    paths.add_argument("--machine", choices=["session", "socket"], default="session")
+    paths.add_argument(
+        "--machine", choices=["session", "socket"], default="session", help="which machine"
+    )
     paths.set_defaults(run=_paths)
 
-    conform = commands.add_parser(
+    conform = command(
         "conform",
-        help="check a backend against the written rules (needs FSM_SESSION_SECRET)",
-        description="Run the conformance kit against the backend at URL, minting tokens with "
-        "FSM_SESSION_SECRET. Prints a per-rule table, the transition coverage and the shortest "
+        f"check a backend against the written rules (needs {SECRET_ENV})",
+        "Run the conformance kit against the backend at URL, minting tokens with "
+        f"{SECRET_ENV}. Prints a per-rule table, the transition coverage and the shortest "
         "failing sequence of each broken rule; exits 1 when a rule is broken.",
     )
     conform.add_argument("url", metavar="URL", help="the backend, e.g. ws://127.0.0.1:8765/")
@@ -136,9 +232,36 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    status: int = args.run(args)
-    return status
+    """Run ``fsm-session`` with ``argv`` (default: the process's arguments); the exit status.
+
+    Expected failures print one line on stderr: a usage or setup error exits 2. Ctrl-C exits
+    130 and a closed standard output (``fsm-session paths | head -1``) exits 141, as the
+    shell reports a process ended by SIGINT or SIGPIPE, both without a traceback.
+    """
+    try:
+        args = parser().parse_args(argv)
+        try:
+            status: int = args.run(args)
+        except CommandError as error:
+            print(f"fsm-session {args.command}: error: {error}", file=sys.stderr)
+            return 2
+        # Flush here, not at exit, so that a closed pipe is seen while it can be handled.
+        sys.stdout.flush()
+        return status
+    except KeyboardInterrupt:
+        return 130
+    except BaseExceptionGroup as group:
+        # Ctrl-C inside trio.run arrives wrapped in the groups of the nurseries it crossed.
+        if group.split(KeyboardInterrupt)[1] is None:
+            return 130
+        raise
+    except BrokenPipeError:
+        # The reader has gone: nothing more can be written, and Python's own flush at exit must
+        # not fail again and print a traceback of its own.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141
 
 
 if __name__ == "__main__":  # pragma: no cover

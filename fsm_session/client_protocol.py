@@ -54,6 +54,7 @@ from fsm_session.requests import MAKERS, Kind, Outcome, Pending, ReconnectPolicy
 __all__ = ["ClientProtocol", "Kind", "Outcome", "Pending", "ReconnectPolicy"]
 
 log = logging.getLogger("fsm_session.session")
+socket_log = logging.getLogger("fsm_session.socket")
 _NEVER: Final = float("inf")
 _S = SessionState
 
@@ -141,9 +142,10 @@ class ClientProtocol:
     def _move_socket(self, trigger: str) -> None:
         old = self.socket.state
         getattr(self.socket, trigger)()
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("socket %x: %s -> %s on %s", id(self) & 0xFFFF, old.name,
-                      self.socket.state.name, trigger)  # fmt: skip
+        if socket_log.isEnabledFor(logging.DEBUG):
+            new = self.socket.state.name
+            socket_log.debug("session %x socket: %s -> %s on %s (S1)", id(self) & 0xFFFF,
+                             old.name, new, trigger)  # fmt: skip
         self._on_event(SocketStateChangeEvent(self.socket.state, old))
 
     # ------------------------------------------------------------------ calls

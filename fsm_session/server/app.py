@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import time
 from collections.abc import Callable
 
@@ -50,6 +51,7 @@ async def serve(
     *,
     secret: str,
     config: ServerConfig | None = None,
+    ssl_context: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the protocol on ``host``:``port`` until cancelled.
@@ -58,6 +60,11 @@ async def serve(
     ``task_status`` (``url = await nursery.start(partial(serve, secret=...))``); port 0 picks a
     free port. When ``host`` resolves to several addresses and ``port`` is 0, only the first is
     served, so that the URL names every listener. ``secret`` verifies access tokens (HS256).
+
+    With ``ssl_context`` (a server-side context holding the certificate and its key, say
+    ``ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)`` after ``load_cert_chain``), every
+    connection speaks TLS first and the URL is ``wss://HOST:PORT/``. The TLS handshake counts
+    against the WebSocket handshake's timeout.
 
     Raises :class:`~fsm_session.server.config.ConfigurationError` for an empty or short secret
     (fewer than 32 bytes, the HS256 minimum), and
@@ -72,8 +79,8 @@ async def serve(
             for extra in listeners[1:]:
                 await extra.aclose()
             listeners = listeners[:1]
-        url = _url(listeners[0])
-        server = _Server(secret, config)
+        url = _url(listeners[0], "ws" if ssl_context is None else "wss")
+        server = _Server(secret, config, ssl_context)
         async with trio.open_nursery() as nursery:
             await nursery.start(trio.serve_listeners, server.handle_stream, listeners)
             logger.info("serving %s on %s", SUBPROTOCOL, url)
@@ -83,11 +90,11 @@ async def serve(
             await trio.aclose_forcefully(listener)
 
 
-def _url(listener: trio.SocketListener) -> str:
+def _url(listener: trio.SocketListener, scheme: str) -> str:
     address, port = listener.socket.getsockname()[:2]
     if ":" in address:
         address = f"[{address}]"
-    return f"ws://{address}:{port}/"
+    return f"{scheme}://{address}:{port}/"
 
 
 def _peer(stream: trio.SocketStream) -> str:
@@ -108,12 +115,14 @@ class _Activity(trio.abc.Stream):
     timeout, holding a connection slot (P1).
     """
 
-    __slots__ = ("inner", "last_received", "on_end")
+    __slots__ = ("broken", "inner", "last_received", "on_end")
 
-    def __init__(self, inner: trio.SocketStream) -> None:
+    def __init__(self, inner: trio.abc.Stream) -> None:
         self.inner = inner
         self.last_received = trio.current_time()
         self.on_end: Callable[[], None] | None = None
+        # Why the stream broke, if it did: a reset, or a TLS handshake that failed.
+        self.broken: trio.BrokenResourceError | None = None
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await self.inner.send_all(data)
@@ -122,7 +131,14 @@ class _Activity(trio.abc.Stream):
         await self.inner.wait_send_all_might_not_block()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        data = await self.inner.receive_some(max_bytes)
+        try:
+            data = await self.inner.receive_some(max_bytes)
+        except trio.BrokenResourceError as exc:
+            # A reset, or a failed TLS handshake: the peer is as gone as after a hang-up.
+            self.broken = exc
+            if self.on_end is not None:
+                self.on_end()
+            raise
         self.last_received = trio.current_time()
         if not data and self.on_end is not None:
             self.on_end()
@@ -137,9 +153,12 @@ class _Activity(trio.abc.Stream):
 class _Server:
     """What the connections of one ``serve()`` call share."""
 
-    def __init__(self, secret: str, config: ServerConfig) -> None:
+    def __init__(
+        self, secret: str, config: ServerConfig, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self.secret = secret
         self.config = config
+        self.ssl_context = ssl_context
         self.registry = Registry(resume_grace=config.resume_grace)
         self.tokens = VerifiedTokens(secret)
         self.connections = 0
@@ -164,7 +183,11 @@ class _Server:
             await trio.aclose_forcefully(stream)
 
     async def _serve_stream(self, stream: trio.SocketStream, peer: str) -> None:
-        activity = _Activity(stream)
+        inner: trio.abc.Stream = stream
+        if self.ssl_context is not None:
+            # The TLS handshake happens at the first read, inside the handshake's deadline.
+            inner = trio.SSLStream(stream, self.ssl_context, server_side=True)
+        activity = _Activity(inner)
         async with trio.open_nursery() as nursery:
             try:
                 accepted: tuple[WebSocketConnection, TokenClaims] | None = None
@@ -187,7 +210,11 @@ class _Server:
                 activity.on_end = None
                 if ended:
                     accepted = None
-                    logger.debug("%s: the stream ended before the handshake did", peer)
+                    tls_error = activity.broken and activity.broken.__cause__
+                    if isinstance(tls_error, ssl.SSLError):
+                        logger.info("%s: the TLS handshake failed: %s", peer, tls_error)
+                    else:
+                        logger.debug("%s: the stream ended before the handshake did", peer)
                 elif scope.cancelled_caught:
                     logger.info("%s: no handshake within %g s", peer, self.config.handshake_timeout)
                 if accepted is not None:
