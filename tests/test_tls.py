@@ -249,3 +249,93 @@ def test_cli_refuses_a_tls_setup_it_cannot_use(
     )
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and expected in done.stderr, done.stderr
+
+
+# ---------------------------------------------------------------------------- the client over TLS
+
+
+def mint_token() -> str:
+    return tokens.mint(SECRET, external_id="ext-ada", ttl=3600, now=time.time())
+
+
+async def test_the_session_service_opens_updates_and_closes_over_wss(
+    wss_url: str, ca: trustme.CA
+) -> None:
+    """The service speaks wss:// with the ssl_context it is given (R4, R10, R11 over TLS)."""
+    from fsm_session import ParticipantInfo, SessionState, open_session_service
+
+    with trio.fail_after(TIMEOUT):
+        async with open_session_service(
+            wss_url, access_token=mint_token(), ssl_context=client_context(ca)
+        ) as session:
+            participant = await session.open(ParticipantInfo("Ada", external_id="ext-ada"))
+            assert session.is_local_participant(participant)
+            await session.update(name="Ada L.")
+            await session.close()
+            assert session.state is SessionState.CLOSED
+
+
+@pytest.mark.parametrize(
+    ("trusted", "names", "problem"),
+    [
+        (False, ("127.0.0.1",), "unable to get local issuer certificate"),
+        (True, ("localhost",), "IP address mismatch"),  # not issued for the address dialled
+    ],
+)
+async def test_a_client_that_cannot_verify_the_server_fails_at_once_naming_the_problem(
+    nursery: trio.Nursery, ca: trustme.CA, trusted: bool, names: tuple[str, ...], problem: str
+) -> None:
+    """P1: a certificate the client cannot verify gives a typed ConnectionFailed naming the
+    certificate problem at once, not after the connect timeout; the session stays CLOSED."""
+    from fsm_session import ConnectionFailed, ParticipantInfo, SessionState, open_session_service
+    from fsm_session.service import ServiceConfig
+    from fsm_session.transport import TransportConfig
+
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(*names).configure_cert(server_context)
+    url: str = await nursery.start(
+        partial(serve, "127.0.0.1", 0, secret=SECRET, ssl_context=server_context)
+    )
+    config = ServiceConfig(transport=TransportConfig(connect_timeout=10 * TIMEOUT))
+    with trio.fail_after(TIMEOUT):
+        async with open_session_service(
+            url,
+            access_token=mint_token(),
+            ssl_context=client_context(ca if trusted else None),
+            config=config,
+        ) as session:
+            with pytest.raises(ConnectionFailed) as caught:
+                await session.open(ParticipantInfo("Ada", external_id="ext-ada"))
+            message = str(caught.value)
+            assert "CERTIFICATE_VERIFY_FAILED" in message and problem in message
+            assert caught.value.rule == "P1"
+            assert session.state is SessionState.CLOSED
+
+
+async def test_a_ws_client_against_a_tls_port_fails_at_once(wss_url: str) -> None:
+    """P1: ws:// against a TLS server fails at once with ConnectionFailed, not a timeout."""
+    from fsm_session import ConnectionFailed, ParticipantInfo, open_session_service
+    from fsm_session.service import ServiceConfig
+    from fsm_session.transport import TransportConfig
+
+    config = ServiceConfig(transport=TransportConfig(connect_timeout=10 * TIMEOUT))
+    with trio.fail_after(TIMEOUT):
+        async with open_session_service(
+            wss_url.replace("wss://", "ws://"), access_token=mint_token(), config=config
+        ) as session:
+            with pytest.raises(ConnectionFailed):
+                await session.open(ParticipantInfo("Ada", external_id="ext-ada"))
+
+
+def test_an_ssl_context_needs_a_wss_url() -> None:
+    """P1: an ssl_context with a ws:// URL is a mistake, said at once."""
+    from fsm_session import ConnectionFailed, open_session_service
+
+    async def main() -> None:
+        async with open_session_service(
+            "ws://127.0.0.1:1/", access_token=mint_token(), ssl_context=ssl.create_default_context()
+        ):
+            pass  # pragma: no cover
+
+    with pytest.raises(ConnectionFailed, match="wss://"):
+        trio.run(main)
