@@ -81,6 +81,7 @@ class ClientProtocol:
         "reconnecting",
         "request_timeout",
         "session",
+        "short_id",
         "socket",
         "update_request",
     )
@@ -101,6 +102,8 @@ class ClientProtocol:
         self.request_timeout = request_timeout
         self.logout_timeout = logout_timeout
         self._on_event = on_event
+        self.short_id = f"{id(self) & 0xFFFF:04x}"
+        """Names the session in its events and log records."""
         self.keepalive_interval = keepalive_interval
         """How often to ping a connection (R15); ``None``: never."""
         self._ping_at = _NEVER
@@ -131,22 +134,20 @@ class ClientProtocol:
         new = core.state
         if log.isEnabledFor(logging.DEBUG):
             row = core.last
-            log.debug(
-                "session %x: %s -> %s on %s (%s)",
-                id(self) & 0xFFFF, old.name, new.name, trigger, row.rule if row else "",
-            )  # fmt: skip
+            log.debug("session %s: %s -> %s on %s (%s)", self.short_id, old.name, new.name,
+                      trigger, row.rule if row else "")  # fmt: skip
         if new is not old:
-            self._on_event(SessionStateChangeEvent(old, new, trigger))
+            self._on_event(SessionStateChangeEvent(old, new, trigger, self.short_id))
         return effect
 
     def _move_socket(self, trigger: str) -> None:
         old = self.socket.state
         getattr(self.socket, trigger)()
+        new = self.socket.state
         if socket_log.isEnabledFor(logging.DEBUG):
-            new = self.socket.state.name
-            socket_log.debug("session %x socket: %s -> %s on %s (S1)", id(self) & 0xFFFF,
-                             old.name, new, trigger)  # fmt: skip
-        self._on_event(SocketStateChangeEvent(self.socket.state, old))
+            socket_log.debug("session %s socket: %s -> %s on %s (S1)", self.short_id, old.name,
+                             new.name, trigger)  # fmt: skip
+        self._on_event(SocketStateChangeEvent(old, new, trigger, self.short_id))
 
     # ------------------------------------------------------------------ calls
 
@@ -378,7 +379,9 @@ class ClientProtocol:
         error: SessionError
         if reason == "switched":
             if self.session.state is not _S.CLOSED:
-                self._on_event(SessionSwitchedEvent(participant.id if participant else None))
+                self._on_event(
+                    SessionSwitchedEvent(participant.id if participant else None, self.short_id)
+                )
             error = SessionSwitched(
                 "the same external ID opened a session elsewhere", state=self.state
             )
@@ -399,7 +402,7 @@ class ClientProtocol:
         self._abandon(error)
         self._fire("lost")
         self._end_close()
-        self._on_event(SessionLostEvent(reason, error))
+        self._on_event(SessionLostEvent(reason, error, self.short_id))
         return True
 
     # ------------------------------------------------------------------ the connection

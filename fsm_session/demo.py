@@ -15,7 +15,7 @@ from typing import TypeVar
 import trio
 
 from fsm_session.errors import SessionError
-from fsm_session.events import Event, SessionStateChangeEvent, SocketStateChangeEvent
+from fsm_session.events import Event
 from fsm_session.models import Participant, ParticipantInfo
 from fsm_session.server import serve
 from fsm_session.service import EventStream, SessionService, open_session_service
@@ -28,11 +28,7 @@ Print = Callable[[str], None]
 
 
 def _describe(event: Event) -> str:
-    if isinstance(event, SocketStateChangeEvent):
-        return f"SocketStateChangeEvent: {event.previous.name} -> {event.state.name}"
-    if isinstance(event, SessionStateChangeEvent):
-        return f"session {event.old.name} -> {event.new.name} (on {event.trigger})"
-    return repr(event)
+    return str(event)
 
 
 def _who(participant: Participant) -> str:

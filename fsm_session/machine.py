@@ -588,6 +588,10 @@ def _record_row(event: EventData) -> None:
 # machine, prepare/before/enter/exit/final/exception/finalize callbacks, or someone listening
 # to transitions' log) goes through transitions' own code, unchanged.
 _TRANSITIONS_LOG = logging.getLogger("transitions.core")
+# transitions logs every step of every trigger at DEBUG and INFO: quiet unless the application
+# set a level on it itself (then its records, and its slower path, are back).
+if logging.getLogger("transitions").level == logging.NOTSET:
+    logging.getLogger("transitions").setLevel(logging.WARNING)
 
 
 def _call_all(machine: Any, funcs: list[Any], event_data: EventData) -> None:

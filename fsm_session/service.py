@@ -20,13 +20,14 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, cast, overload
 
 import trio
 
 from fsm_session import tokens, upkeep
 from fsm_session.client_protocol import ClientProtocol, Pending, ReconnectPolicy
 from fsm_session.errors import (
+    ArgumentTypeError,
     RemoteProtocolError,
     RequestAborted,
     SessionError,
@@ -173,6 +174,12 @@ class SessionService:
 
     # ------------------------------------------------------------------ the calls
 
+    @overload
+    async def open(self) -> Participant: ...
+
+    @overload
+    async def open(self, info: ParticipantInfo) -> Participant: ...
+
     async def open(self, info: ParticipantInfo | Any = MISSING) -> Participant:
         """Open the session as ``info``; with no argument, reopen or open a ghost (R2-R6).
 
@@ -286,6 +293,33 @@ class SessionService:
                     log.info("logout not confirmed: %s", logout.error)
             await transport.close()
             proto.finish_close(outcome)
+
+    async def wait_for(
+        self, target: SessionState | WebSocketState | Callable[[SessionService], bool]
+    ) -> SessionState:
+        """Wait until the session (or its socket) is in ``target``, or ``target(session)`` is
+        true; return the session state then. Returns at once when it already holds.
+
+        Bounded only by the caller's cancel scope (``with trio.fail_after(5): ...``), like
+        XState's ``waitFor``; it changes nothing, so cancelling it is always safe.
+        """
+        if isinstance(target, SessionState):
+            holds: Callable[[SessionService], bool] = lambda s: s.state is target  # noqa: E731
+        elif isinstance(target, WebSocketState):
+            holds = lambda s: s.socket_state is target  # noqa: E731
+        elif callable(target):
+            holds = target
+        else:
+            raise ArgumentTypeError(
+                "wait_for() takes a SessionState, a WebSocketState or a predicate, "
+                f"not {type(target).__name__}",
+                trigger="wait_for",
+                state=self.state,
+            )
+        await trio.lowlevel.checkpoint()
+        while not holds(self):
+            await self._hub.changed().wait()
+        return self.state
 
     def start_soon(
         self, fn: Callable[..., Awaitable[object]], *args: object, name: str | None = None

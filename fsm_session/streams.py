@@ -64,10 +64,17 @@ class EventStream:
 class Hub:
     """The subscribers of one session, and the publishing of its events to them."""
 
-    __slots__ = ("subscribers",)
+    __slots__ = ("_changed", "subscribers")
 
     def __init__(self) -> None:
         self.subscribers: list[_Subscriber] = []
+        self._changed: trio.Event | None = None
+
+    def changed(self) -> trio.Event:
+        """Set at the next event published (for waits on a condition of the session)."""
+        if self._changed is None:
+            self._changed = trio.Event()
+        return self._changed
 
     def subscribe(
         self, size: int
@@ -85,6 +92,9 @@ class Hub:
         subscriber.send.close()
 
     def publish(self, event: Event) -> None:
+        changed, self._changed = self._changed, None
+        if changed is not None:
+            changed.set()
         if not self.subscribers:
             return
         for subscriber in list(self.subscribers):

@@ -71,12 +71,12 @@ async def test_demo_walks_the_workflow() -> None:
         await run_demo(lines.append)
     text = "\n".join(lines)
     for expected in (
-        "SocketStateChangeEvent: CLOSED -> CONNECTING",
-        "session OPENING -> OPEN (on opened)",
+        "socket: CLOSED -> CONNECTING on connect",
+        ": OPENING -> OPEN on opened",
         "refused: ExternalIdMismatch",
         "refused: SessionNotOpen",
-        "session OPENING -> GHOST (on opened)",
-        "session GHOST -> OPEN (on updated)",
+        ": OPENING -> GHOST on opened",
+        ": GHOST -> OPEN on updated",
         "same participant ID as before: True",
     ):
         assert expected in text
