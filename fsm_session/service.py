@@ -37,7 +37,7 @@ from fsm_session.machine import MISSING, Effect, On, SessionState, WebSocketStat
 from fsm_session.models import Participant, ParticipantInfo
 from fsm_session.protocol import Message
 from fsm_session.streams import EventsDropped, EventStream, Hub
-from fsm_session.transport import Transport, TransportConfig
+from fsm_session.transport import StreamOpener, Transport, TransportConfig
 from fsm_session.upkeep import settled, wait
 
 __all__ = [
@@ -95,6 +95,7 @@ class SessionService:
         refresh_token: Callable[[bool], Awaitable[str]] | None = None,
         config: ServiceConfig | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        open_stream: StreamOpener | None = None,
     ) -> None:
         claims = tokens.read_claims(access_token)
         self.config = config = config or ServiceConfig()
@@ -108,7 +109,13 @@ class SessionService:
             keepalive_interval=config.transport.keepalive_interval,
         )
         self._transport = Transport(
-            url, nursery, self._proto, self, config.transport, ssl_context=ssl_context
+            url,
+            nursery,
+            self._proto,
+            self,
+            config.transport,
+            ssl_context=ssl_context,
+            open_stream=open_stream,
         )
         self._token = access_token
         self._claims = claims
@@ -425,6 +432,7 @@ async def open_session_service(
     refresh_token: Callable[[bool], Awaitable[str]] | None = None,
     config: ServiceConfig | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    open_stream: StreamOpener | None = None,
 ) -> AsyncIterator[SessionService]:
     """A session service for the backend at ``url`` (``ws://`` or ``wss://``), CLOSED at first.
 
@@ -432,7 +440,9 @@ async def open_session_service(
     the session (bounded by the configured timeouts) and ends every event stream.
     ``refresh_token(is_expired)`` is awaited at 1/2 and 3/4 of the token's life and at its
     expiry for a fresh token (rule R16). For ``wss://``, ``ssl_context`` says whom to trust
-    (by default the system's trust store).
+    (by default the system's trust store). ``open_stream``, an async callable that returns a
+    connected ``trio.abc.Stream``, replaces the TCP connection to the URL's host (the in-memory
+    backend of ``fsm_session.testing`` uses it).
     """
     try:
         async with trio.open_nursery() as nursery:
@@ -443,6 +453,7 @@ async def open_session_service(
                 refresh_token=refresh_token,
                 config=config,
                 ssl_context=ssl_context,
+                open_stream=open_stream,
             )
             try:
                 yield service

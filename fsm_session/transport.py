@@ -49,7 +49,10 @@ from fsm_session.errors import (
 from fsm_session.machine import WebSocketState
 from fsm_session.protocol import MAX_FRAME_BYTES, SUBPROTOCOL, CloseCode, Message, decode_reply
 
-__all__ = ["Transport", "TransportConfig"]
+__all__ = ["StreamOpener", "Transport", "TransportConfig"]
+
+StreamOpener = Callable[[], Awaitable[trio.abc.Stream]]
+"""Opens a connected byte stream to the backend, in place of a TCP connection."""
 
 log = logging.getLogger("fsm_session.transport")
 
@@ -98,6 +101,23 @@ def _first(group: BaseException, kind: type[BaseException]) -> BaseException | N
             if found is not None:
                 return found
     return None
+
+
+def _close_now(stream: trio.abc.Stream) -> None:
+    """Close a stream without waiting: its socket, or the halves of an in-memory stream."""
+    if isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    if isinstance(stream, trio.SocketStream):
+        stream.socket.close()
+    elif isinstance(stream, trio.StapledStream):
+        _close_now(stream.send_stream)
+        _close_now(stream.receive_stream)
+    else:
+        close = getattr(stream, "close", None)
+        if callable(close):
+            close()
+        else:
+            log.warning("cannot close a %s at once; it is left to the collector", type(stream))
 
 
 class _Connection:
@@ -159,6 +179,7 @@ class Transport:
         "_host_header",
         "_listener",
         "_nursery",
+        "_open_stream",
         "_port",
         "_proto",
         "_resource",
@@ -175,6 +196,7 @@ class Transport:
         listener: Listener,
         config: TransportConfig | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        open_stream: StreamOpener | None = None,
     ) -> None:
         parts = urlsplit(url)
         try:
@@ -197,6 +219,7 @@ class Transport:
         if parts.scheme == "wss" and ssl_context is None:
             self._ssl = ssl.create_default_context()
         self._nursery = nursery
+        self._open_stream = open_stream
         self._proto = proto
         self._listener = listener
         self.config = config or TransportConfig()
@@ -249,7 +272,11 @@ class Transport:
         return serial
 
     async def _handshake(self, conn: _Connection, token: str) -> WebSocketConnection:
-        stream: trio.abc.Stream = await trio.open_tcp_stream(self._host, self._port)
+        stream: trio.abc.Stream
+        if self._open_stream is not None:
+            stream = await self._open_stream()
+        else:
+            stream = await trio.open_tcp_stream(self._host, self._port)
         conn.stream = stream
         if self._ssl is not None:
             tls = trio.SSLStream(
@@ -303,16 +330,14 @@ class Transport:
         return ConnectionFailed(f"cannot connect to {self.url}: {cause!r}", rule="P1")
 
     def _discard(self, conn: _Connection) -> None:
-        """Close the socket of a connection that is over, at once; its reader tasks then end.
+        """Close the stream of a connection that is over, at once; its reader tasks then end.
 
         The socket itself is closed rather than the stream: that cannot block or be cancelled,
         and a TLS stream owes no close_notify to a connection being dropped.
         """
         stream, conn.stream = conn.stream, None
-        if isinstance(stream, trio.SSLStream):
-            stream = stream.transport_stream
-        if isinstance(stream, trio.SocketStream):
-            stream.socket.close()
+        if stream is not None:
+            _close_now(stream)
         conn.down = True
 
     # ------------------------------------------------------------------ reading
