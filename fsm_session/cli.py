@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
+import signal
 import sys
 import time
 from collections.abc import Sequence
 from functools import partial
+from typing import NoReturn
 
 import trio
 
@@ -16,25 +17,59 @@ __all__ = ["main"]
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from fsm_session.server import ConfigurationError, secret_from_env, serve
+    """Run the server until SIGINT or SIGTERM; exit 0 after a clean stop, 2 when it cannot
+    start (no secret, a bad option, the address in use), each time with one line on stderr."""
+    from fsm_session.server import ConfigurationError, ServerConfig, secret_from_env, serve
 
     try:
         secret = secret_from_env()
     except ConfigurationError as error:
         print(f"fsm-session serve: {error}", file=sys.stderr)
         return 2
+    if not 0 <= args.port <= 65535:
+        print(
+            f"fsm-session serve: --port must be from 0 to 65535, not {args.port}", file=sys.stderr
+        )
+        return 2
+    config = ServerConfig()
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s"
     )
+    stopped_by: list[str] = []
 
     async def run() -> None:
-        async with trio.open_nursery() as nursery:
-            url = await nursery.start(partial(serve, args.host, args.port, secret=secret))
-            print(url, flush=True)  # The first line of stdout: where to connect.
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                url = await nursery.start(
+                    partial(serve, args.host, args.port, secret=secret, config=config)
+                )
+                print(url, flush=True)  # The first line of stdout: where to connect.
+                async for signum in signals:
+                    stopped_by.append(signal.Signals(signum).name)
+                    # Cancelling serve() stops accepting and closes every connection with
+                    # 1001 within the drain time.
+                    nursery.cancel_scope.cancel()
+                    break
 
-    with contextlib.suppress(KeyboardInterrupt):
+    failure: BaseException | None = None
+    try:
         trio.run(run)
+    except* OSError as group:
+        failure = _first_leaf(group)
+    except* KeyboardInterrupt:  # Before the signal receiver was in place.
+        stopped_by.append("SIGINT")
+    if failure is not None:
+        where = f"{args.host}:{args.port}"
+        print(f"fsm-session serve: cannot listen on {where}: {failure}", file=sys.stderr)
+        return 2
+    print(f"fsm-session serve: stopped by {', '.join(stopped_by[:1])}", file=sys.stderr)
     return 0
+
+
+def _first_leaf(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
 
 
 def _token(args: argparse.Namespace) -> int:
@@ -77,12 +112,19 @@ def _conform(args: argparse.Namespace) -> int:
     return conform_command(args.url, examples=args.examples, seed=args.seed)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Reports a bad option in one line on stderr (and exits 2), without the usage text."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(
+    top = _Parser(
         prog="fsm-session",
         description="A session with a real-time backend, run by an explicit state machine.",
     )
-    commands = top.add_subparsers(dest="command", required=True)
+    commands = top.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     serve = commands.add_parser(
         "serve",
