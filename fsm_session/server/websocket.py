@@ -46,6 +46,7 @@ from fsm_session.server.limits import Bucket
 __all__ = ["Budget", "ServerWebSocket", "WebSocketClosed"]
 
 _RECEIVE_BYTES = 16384  # At most this many bytes per read: a read is charged before parsing.
+_MIN_READ = 512  # The smallest read, even when the byte budget is almost empty.
 _LINGER_BYTES = 1 << 20  # What a lingering close reads and drops at most.
 _ABNORMAL = 1006  # No close frame (RFC 6455, section 7.1.5); never sent on the wire.
 
@@ -286,6 +287,10 @@ class ServerWebSocket:
             ready = max(budget.bytes.ready_at(now), budget.frames.ready_at(now))
             if ready > now:
                 await trio.sleep_until(ready)  # The budget is spent: read nothing until then.
+                now = ready
+            # No more than the budget holds (a little more when it is almost empty), so a read
+            # overdraws it by a few hundred bytes at most.
+            max_bytes = min(max_bytes, max(_MIN_READ, int(budget.bytes.level(now))))
         try:
             data = await self._stream.receive_some(max_bytes)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
