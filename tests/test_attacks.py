@@ -272,7 +272,8 @@ def test_a_bucket_refills_at_its_rate_and_holds_at_most_its_capacity() -> None:
     assert bucket.level(0.0) == 20
     bucket.charge(25, 0.0)  # Bytes that arrived are paid for, into debt.
     assert bucket.level(0.0) == -5
-    assert bucket.ready_at(0.0) == pytest.approx(0.5)
+    # Spent: it may be drawn on again once it holds an eighth of its capacity (2.5 units).
+    assert bucket.ready_at(0.0) == pytest.approx(0.75)
     assert bucket.level(100.0) == 20  # Never more than its capacity.
     assert [bucket.take(100.0) for _ in range(21)].count(True) == 20
 
@@ -384,3 +385,35 @@ async def test_p15_a_stopping_server_closes_every_connection_with_1001() -> None
                     (OP_CLOSE, CloseCode.GOING_AWAY)
                 ]
                 assert await silent.receive_some() == b""
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory after a spike: the heap is trimmed once the connections have fallen from their peak.
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_the_heap_is_trimmed_once_a_spike_of_connections_has_passed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    from fsm_session.server.memory import MemoryTrimmer, malloc_trim
+
+    if not malloc_trim():
+        pytest.skip("this C library has no malloc_trim")
+    connections = [0]
+    trimmer = MemoryTrimmer(lambda: connections[0], interval=1.0, spike=100)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trimmer.run)
+        for n in range(1, 2001):
+            trimmer.note(n)
+        connections[0] = 2000
+        await trio.sleep(1.5)
+        assert trimmer.trims == 0  # Still at the peak.
+        connections[0] = 1950
+        await trio.sleep(1)
+        assert trimmer.trims == 0  # Fallen by less than a spike.
+        connections[0] = 10
+        await trio.sleep(1)
+        assert (trimmer.trims, trimmer.peak) == (1, 10)
+        await trio.sleep(5)
+        assert trimmer.trims == 1  # Nothing new to give back.
+        nursery.cancel_scope.cancel()

@@ -241,7 +241,7 @@ async def test_r2_a_name_over_256_characters_is_refused_clearly(url: str, length
 async def test_p14_a_flooding_client_is_refused_and_slows_no_one_else(
     nursery: trio.Nursery,
 ) -> None:
-    url = await start(nursery, max_requests_per_second=10)
+    url = await start(nursery, max_requests_per_second=10, max_frames_per_second=1000)
     async with connect(url, token("bob")) as other, connect(url, token("alice")) as client:
         await other.opened(info("Bob", "bob"))
         for rid in range(1, 101):

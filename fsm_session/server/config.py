@@ -63,9 +63,8 @@ class ServerConfig:
     max_frames_per_second: float | None = None
     """WebSocket frames of any kind (fragments and pings included) the server reads from one
     connection per second, with bursts of as many; past it the server reads nothing more from
-    that connection until the budget refills. ``None``: five times
-    ``max_requests_per_second``."""
-    max_bytes_per_second: float = 65536.0
+    that connection until the budget refills. ``None``: twice ``max_requests_per_second``."""
+    max_bytes_per_second: float = 32768.0
     """Bytes the server reads from one connection per second, charged before anything is
     decoded, with bursts of twice ``max_frame_bytes``; past it the server reads nothing more from
     that connection until the budget refills. ``math.inf`` turns it off."""
@@ -97,10 +96,10 @@ class ServerConfig:
 
     @property
     def frames_per_second(self) -> float:
-        """The frame budget's rate: ``max_frames_per_second``, or five times the request rate."""
+        """The frame budget's rate: ``max_frames_per_second``, or twice the request rate."""
         if self.max_frames_per_second is not None:
             return self.max_frames_per_second
-        return 5 * self.max_requests_per_second
+        return 2 * self.max_requests_per_second
 
     @property
     def byte_burst(self) -> int:

@@ -16,6 +16,7 @@ Two kinds of budget, both without I/O and without a clock of their own (the call
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable
 
@@ -58,9 +59,14 @@ class Bucket:
         return True
 
     def ready_at(self, now: float) -> float:
-        """When the level is above zero again (``now`` if it already is)."""
+        """When the bucket may be drawn on again: ``now`` while its level is above zero; once
+        spent, when it has refilled an eighth of its capacity (at least one unit), so that a
+        client over its budget is woken up a few times a second rather than once a unit."""
         level = self.level(now)
-        return now if level > 0 else now + (-level + 1e-9) / self.rate
+        if level > 0:
+            return now
+        want = max(1.0, self.capacity / 8) if self.capacity != math.inf else 1.0
+        return now + (want - level) / self.rate
 
 
 class PendingSlot:

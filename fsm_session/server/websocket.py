@@ -46,6 +46,8 @@ from fsm_session.server.limits import Bucket
 __all__ = ["Budget", "ServerWebSocket", "WebSocketClosed"]
 
 _RECEIVE_BYTES = 16384  # At most this many bytes per read: a read is charged before parsing.
+_FLUSH_BYTES = 16384  # Buffered replies are written once they reach this much.
+_EVENTS_PER_CHECKPOINT = 32  # Frames handled in a row before other tasks get a turn.
 _MIN_READ = 512  # The smallest read, even when the byte budget is almost empty.
 _LINGER_BYTES = 1 << 20  # What a lingering close reads and drops at most.
 _ABNORMAL = 1006  # No close frame (RFC 6455, section 7.1.5); never sent on the wire.
@@ -83,6 +85,7 @@ class ServerWebSocket:
         "_closing",
         "_events",
         "_max_message_bytes",
+        "_out",
         "_parts",
         "_send_timeout",
         "_size",
@@ -108,6 +111,9 @@ class ServerWebSocket:
         self._parts: list[str | bytes | bytearray] = []
         self._size = 0  # Characters (text) or bytes (binary) of the message being reassembled.
         self._closing = False  # Our close frame has been sent, or the stream is broken.
+        # Replies and pongs wait here until the connection is about to wait for input, so a
+        # burst of frames read at once is answered with one write, not one per frame.
+        self._out = bytearray()
         self.last_received = trio.current_time()
 
     @property
@@ -161,6 +167,7 @@ class ServerWebSocket:
         connection ended. Cancel-safe: a cancelled call loses nothing, the next call goes on.
         """
         budget = self._budget
+        unyielded = 0
         while True:
             if budget is not None:
                 # Each event is a frame parsed: wait for the frame budget before the next one,
@@ -168,15 +175,20 @@ class ServerWebSocket:
                 now = trio.current_time()
                 ready = budget.frames.ready_at(now)
                 if ready > now:
+                    await self._flush()
                     await trio.sleep_until(ready)
             event = next(self._events, None)
             if event is not None:
                 message = await self._on_event(event)
                 if message is not None:
                     return message
+                unyielded += 1
+                if unyielded % _EVENTS_PER_CHECKPOINT == 0:
+                    await trio.lowlevel.checkpoint()  # Let other connections run too.
                 continue
             if self._closing:
                 raise WebSocketClosed(_ABNORMAL, "the connection is closing")
+            await self._flush()
             data = await self._read(_RECEIVE_BYTES)
             if not data:
                 self._closing = True
@@ -206,7 +218,7 @@ class ServerWebSocket:
                 return b"".join(parts)  # type: ignore[arg-type]
             return "".join(parts)  # type: ignore[arg-type]
         if isinstance(event, Ping):
-            await self._send_event(event.response())
+            await self._send_event(event.response(), flush=False)
             return None
         if isinstance(event, CloseConnection):
             if self._ws.state is ConnectionState.REMOTE_CLOSING:
@@ -229,7 +241,7 @@ class ServerWebSocket:
         """Send one text message; :class:`WebSocketClosed` when the connection is closing."""
         if not self.is_open:
             raise WebSocketClosed(_ABNORMAL, "the connection is closing")
-        await self._send_event(TextMessage(data=text))
+        await self._send_event(TextMessage(data=text), flush=False)
 
     # ------------------------------------------------------------------------------------------
     # Closing.
@@ -302,10 +314,18 @@ class ServerWebSocket:
                 budget.bytes.charge(len(data), now)
         return bytes(data)
 
-    async def _send_event(self, event: Event) -> None:
-        data = self._ws.send(event)
-        if not data:
+    async def _send_event(self, event: Event, *, flush: bool = True) -> None:
+        """Send ``event``; with ``flush=False`` it may wait in the buffer until the connection
+        is about to wait for input (or the buffer is large)."""
+        self._out += self._ws.send(event)
+        if flush or len(self._out) >= _FLUSH_BYTES:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        if not self._out:
             return
+        data = bytes(self._out)
+        self._out.clear()
         with trio.CancelScope(shield=True, deadline=trio.current_time() + self._send_timeout):
             try:
                 await self._stream.send_all(data)
