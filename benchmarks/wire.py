@@ -265,7 +265,15 @@ async def serve_tcp(replies: list[int], task_status: Any) -> None:
 async def serve_ours(max_connections: int, task_status: Any) -> None:
     from fsm_session.server import ServerConfig, serve
 
-    config = ServerConfig(max_connections=max_connections, max_requests_per_second=1e9)
+    # Every session of the scale and churn runs comes from 127.0.0.1, hundreds of handshakes at
+    # once: the per-address and pending caps (meant for hostile floods) are raised to match.
+    config = ServerConfig(
+        max_connections=max_connections,
+        max_connections_per_peer=max_connections,
+        max_pending=max_connections,
+        max_pending_per_peer=max_connections,
+        max_requests_per_second=1e9,
+    )
     await serve(HOST, 0, secret=SECRET, config=config, task_status=task_status)
 
 
