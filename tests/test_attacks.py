@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
 
@@ -19,6 +20,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request, TextMessage
 
 from fsm_session.protocol import SUBPROTOCOL, CloseCode, ErrorCode
+from fsm_session.server import ServerConfig
 from fsm_session.server.limits import Admission, Bucket
 from fsm_session.server.websocket import Budget, ServerWebSocket, WebSocketClosed
 from fsm_session.testing.wsframes import (
@@ -417,3 +419,43 @@ async def test_the_heap_is_trimmed_once_a_spike_of_connections_has_passed(
         await trio.sleep(5)
         assert trimmer.trims == 1  # Nothing new to give back.
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"max_connections_per_peer": 0},
+        {"max_pending": 0},
+        {"max_pending_per_peer": 1.5},
+        {"max_bytes_per_second": 0},
+        {"max_frames_per_second": -1.0},
+        {"max_frames_per_second": math.nan},
+        {"send_timeout": 0},
+        {"drain_timeout": math.nan},
+    ],
+)
+def test_p14_a_limit_out_of_range_is_refused_before_the_server_binds(bad: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        ServerConfig(**bad)  # type: ignore[arg-type]
+
+
+def test_p14_the_frame_budget_follows_the_rate_unless_set() -> None:
+    assert ServerConfig().frames_per_second == 40
+    assert ServerConfig(max_requests_per_second=5).frames_per_second == 10
+    assert ServerConfig(max_requests_per_second=math.inf).frames_per_second == math.inf
+    assert ServerConfig(max_frames_per_second=7).frames_per_second == 7
+
+
+async def test_p1_with_the_defaults_a_flood_of_silent_connections_keeps_no_one_out(
+    nursery: trio.Nursery,
+) -> None:
+    """P1: 100 silent connections from one address and 300 more from 30 others (more than the
+    256 pending slots): the well-behaved client from 127.0.0.1 is served at once, every time."""
+    url = await start(nursery)
+    async with AsyncExitStack() as stack:
+        for n in range(400):
+            source = "127.0.0.2" if n < 100 else f"127.0.0.{3 + n % 30}"
+            stream = await open_stream(url, source)
+            stack.push_async_callback(stream.aclose)
+        for _ in range(5):
+            await served(url)
