@@ -22,6 +22,7 @@ deadline of its own (a send cut short would leave half a frame on the wire).
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -87,6 +88,7 @@ class ServerWebSocket:
         "_max_message_bytes",
         "_out",
         "_parts",
+        "_send_deadline",
         "_send_timeout",
         "_size",
         "_stream",
@@ -114,6 +116,7 @@ class ServerWebSocket:
         # Replies and pongs wait here until the connection is about to wait for input, so a
         # burst of frames read at once is answered with one write, not one per frame.
         self._out = bytearray()
+        self._send_deadline = math.inf  # No send outlasts this (set while closing).
         self.last_received = trio.current_time()
 
     @property
@@ -254,7 +257,10 @@ class ServerWebSocket:
         Runs shielded: it is also how a cancelled connection says goodbye (1001). The caller
         closes the stream afterwards.
         """
-        with trio.CancelScope(shield=True, deadline=trio.current_time() + linger_for):
+        deadline = trio.current_time() + linger_for
+        # The sends below shield themselves; this bounds them too (the drain time, say).
+        self._send_deadline = deadline
+        with trio.CancelScope(shield=True, deadline=deadline):
             try:
                 if self.is_open:
                     await self._send_close(code, reason)
@@ -326,7 +332,8 @@ class ServerWebSocket:
             return
         data = bytes(self._out)
         self._out.clear()
-        with trio.CancelScope(shield=True, deadline=trio.current_time() + self._send_timeout):
+        deadline = min(trio.current_time() + self._send_timeout, self._send_deadline)
+        with trio.CancelScope(shield=True, deadline=deadline):
             try:
                 await self._stream.send_all(data)
                 return
