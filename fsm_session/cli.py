@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
+import signal
 import ssl
 import sys
 import time
@@ -55,24 +55,60 @@ def _server_tls(certfile: str | None, keyfile: str | None) -> ssl.SSLContext | N
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from fsm_session.server import serve
+    """Run the server until SIGINT or SIGTERM; exit 0 after a clean stop, 2 when it cannot
+    start (no secret, a bad option, the address in use), each time with one line on stderr."""
+    from fsm_session.server import ServerConfig, serve
 
     secret = _secret()
+    if not 0 <= args.port <= 65535:
+        raise CommandError(f"--port must be from 0 to 65535, not {args.port}")
     ssl_context = _server_tls(args.certfile, args.keyfile)
+    config = ServerConfig()
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s"
     )
+    stopped_by: list[str] = []
 
     async def run() -> None:
-        async with trio.open_nursery() as nursery:
-            url = await nursery.start(
-                partial(serve, args.host, args.port, secret=secret, ssl_context=ssl_context)
-            )
-            print(url, flush=True)  # The first line of stdout: where to connect.
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                url = await nursery.start(
+                    partial(
+                        serve,
+                        args.host,
+                        args.port,
+                        secret=secret,
+                        config=config,
+                        ssl_context=ssl_context,
+                    )
+                )
+                print(url, flush=True)  # The first line of stdout: where to connect.
+                async for signum in signals:
+                    stopped_by.append(signal.Signals(signum).name)
+                    # Cancelling serve() stops accepting and closes every connection with
+                    # 1001 within the drain time.
+                    nursery.cancel_scope.cancel()
+                    break
 
-    with contextlib.suppress(KeyboardInterrupt):
+    failure: BaseException | None = None
+    try:
         trio.run(run)
+    except* OSError as group:
+        failure = _first_leaf(group)
+    except* KeyboardInterrupt:  # Before the signal receiver was in place.
+        stopped_by.append("SIGINT")
+    if failure is not None:
+        print(f"fsm-session serve: cannot listen on {args.host}:{args.port}: {failure}",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    print(f"fsm-session serve: stopped by {', '.join(stopped_by[:1])}", file=sys.stderr)
     return 0
+
+
+def _first_leaf(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
 
 
 def _token(args: argparse.Namespace) -> int:
@@ -134,7 +170,9 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     top.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = top.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
 
     def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
         sub: argparse.ArgumentParser = commands.add_parser(

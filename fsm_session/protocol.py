@@ -93,6 +93,7 @@ class CloseCode:
     GOING_AWAY: Final = 1001
     PROTOCOL_ERROR: Final = 1002
     UNSUPPORTED_DATA: Final = 1003
+    INVALID_DATA: Final = 1007
     POLICY_VIOLATION: Final = 1008
     TOO_BIG: Final = 1009
     INTERNAL_ERROR: Final = 1011

@@ -8,6 +8,7 @@ Tokens never appear in an error message or a repr (rule R16).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import jwt
@@ -37,15 +38,31 @@ class TokenClaims:
     expires_at: float | None
 
 
+# The claims that hold a time (RFC 7519, section 4.1): each must be a finite JSON number.
+_TIME_CLAIMS = ("exp", "nbf", "iat")
+
+
+def _is_finite_number(value: object) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # An int too large for a float.
+        return False
+
+
 def _claims(payload: dict[str, object]) -> TokenClaims:
     external_id = payload.get(EXTERNAL_ID_CLAIM)
     issued_at = payload.get("iat")
     expires_at = payload.get("exp")
     if external_id is not None and not isinstance(external_id, str):
         raise InvalidToken(f"the {EXTERNAL_ID_CLAIM!r} claim must be a string", rule="R3")
-    for name, value in (("iat", issued_at), ("exp", expires_at)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise InvalidToken(f"the {name!r} claim must be a number", rule="R16")
+    for name in _TIME_CLAIMS:
+        value = payload.get(name)
+        if value is not None and not _is_finite_number(value):
+            # NaN compares false with every time, and 1e309 reads as infinity: either would
+            # make a token that never expires (or is never too early).
+            raise InvalidToken(f"the {name!r} claim must be a finite number", rule="R16")
     return TokenClaims(
         external_id=external_id,
         issued_at=None if issued_at is None else float(issued_at),  # type: ignore[arg-type]
@@ -72,23 +89,34 @@ def read_claims(token: str) -> TokenClaims:
 def verify(token: str, secret: str, *, now: float, leeway: float = 0.0) -> TokenClaims:
     """Verify an HS256 token signed with ``secret`` and not expired at ``now``.
 
-    Raises :class:`InvalidToken` for a malformed, unsigned or wrongly signed token, or one without
-    an expiry; :class:`TokenExpired` for one whose expiry has passed.
+    Raises :class:`InvalidToken` for a malformed, unsigned or wrongly signed token, one without
+    an expiry, one whose ``exp``, ``nbf`` or ``iat`` is not a finite number, or one not valid
+    before a time (``nbf``) still ahead of ``now``; :class:`TokenExpired` for one whose expiry
+    has passed.
     """
     if not isinstance(token, str):
         raise InvalidToken(f"an access token must be a str, not {type(token).__name__}")
     try:
-        # The expiry is checked below against the caller's clock, not PyJWT's.
+        # The times are checked below against the caller's clock, not PyJWT's.
         payload = jwt.decode(
             token,
             secret,
             algorithms=[ALGORITHM],
-            options={"verify_exp": False, "verify_iat": False, "require": ["exp"]},
+            options={
+                "verify_exp": False,
+                "verify_iat": False,
+                "verify_nbf": False,
+                "require": ["exp"],
+            },
         )
     except jwt.PyJWTError as exc:
         raise InvalidToken(f"the access token was refused ({type(exc).__name__})") from None
     claims = _claims(payload)
-    assert claims.expires_at is not None
+    if claims.expires_at is None:  # PyJWT required it; never trust that alone.
+        raise InvalidToken("the access token has no expiry", rule="R16")
+    not_before = payload.get("nbf")
+    if isinstance(not_before, int | float) and not_before > now + leeway:
+        raise InvalidToken("the access token is not valid yet", rule="R16")
     if claims.expires_at <= now - leeway:
         raise TokenExpired("the access token has expired", rule="R16")
     return claims

@@ -31,6 +31,7 @@ from fsm_session.protocol import (
 )
 from fsm_session.server import app
 from fsm_session.server.handlers import ConnectionState, _error
+from fsm_session.server.websocket import WebSocketClosed
 
 
 class AcceptsMismatchedExternalId(ConnectionState):
@@ -123,8 +124,9 @@ class _ReorderingConnection(app._Connection):
 
             async def late() -> None:
                 await trio.sleep(0.01)
-                with contextlib.suppress(ConnectionClosed):
+                with contextlib.suppress(ConnectionClosed, WebSocketClosed):
                     await super(_ReorderingConnection, self)._send(message)
+                    await self.ws._flush()  # outside the loop that flushes replies
 
             self._late.start_soon(late)
             return

@@ -241,7 +241,7 @@ async def test_r2_a_name_over_256_characters_is_refused_clearly(url: str, length
 async def test_p14_a_flooding_client_is_refused_and_slows_no_one_else(
     nursery: trio.Nursery,
 ) -> None:
-    url = await start(nursery, max_requests_per_second=10)
+    url = await start(nursery, max_requests_per_second=10, max_frames_per_second=1000)
     async with connect(url, token("bob")) as other, connect(url, token("alice")) as client:
         await other.opened(info("Bob", "bob"))
         for rid in range(1, 101):
@@ -375,11 +375,14 @@ async def test_p1_a_half_open_handshake_is_dropped_after_the_timeout(
     partial_request = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
     async with AsyncExitStack() as stack:
         streams = []
-        for _ in range(20):
+        for n in range(20):
             with trio.fail_after(TIMEOUT):
-                stream = await trio.open_tcp_stream(host, port)
+                # From other addresses than the well-behaved client's (127.0.0.1).
+                stream = await trio.open_tcp_stream(
+                    host, port, local_address=f"127.0.0.{2 + n % 2}"
+                )
             stack.push_async_callback(stream.aclose)
-            await stream.send_all(partial_request)
+            await send_ignoring_hangup(stream, partial_request)
             streams.append(stream)
         await served(url)  # While they hang.
         for stream in streams:
@@ -415,18 +418,19 @@ async def test_p1_a_handshake_sent_a_byte_at_a_time_must_still_come_in_time(
 async def test_p1_idle_connections_up_to_the_cap_then_503_then_served_again(
     nursery: trio.Nursery,
 ) -> None:
-    cap = 200
+    cap = 150
     url = await start(nursery, max_connections=cap, handshake_timeout=30.0)
     host, port = host_port(url)
     async with AsyncExitStack() as everyone:
-        # 50 that connect and never say a word; they count until their handshake timeout.
+        # 50 that connect and never say a word: they wait for their handshake and hold no
+        # connection slot (only a pending one, of which 127.0.0.2 has a few).
         for _ in range(50):
             with trio.fail_after(TIMEOUT):
-                stream = await trio.open_tcp_stream(host, port)
+                stream = await trio.open_tcp_stream(host, port, local_address="127.0.0.2")
             everyone.push_async_callback(stream.aclose)
         # 150 idle WebSockets, each in a stack of its own so that some can leave.
         idle: list[AsyncExitStack] = []
-        for _ in range(cap - 50):
+        for _ in range(cap):
             one = AsyncExitStack()
             await one.enter_async_context(connect(url, token()))
             everyone.push_async_callback(one.aclose)
@@ -443,34 +447,6 @@ async def test_p1_idle_connections_up_to_the_cap_then_503_then_served_again(
                 except ConnectionRejected as exc:
                     assert exc.status_code == 503
                     await trio.sleep(0.01)
-    await served(url)
-
-
-async def test_p1_far_over_the_cap_connections_are_closed_unread(nursery: trio.Nursery) -> None:
-    cap = 5
-    url = await start(nursery, max_connections=cap, handshake_timeout=60.0)
-    host, port = host_port(url)
-    upgrade = (
-        "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        f"Sec-WebSocket-Protocol: {SUBPROTOCOL}\r\nAuthorization: Bearer {token()}\r\n\r\n"
-    ).encode()
-    async with AsyncExitStack() as stack:
-        for _ in range(2 * cap):  # Silent: each waits for a handshake for 60 s.
-            with trio.fail_after(TIMEOUT):
-                stream = await trio.open_tcp_stream(host, port)
-            stack.push_async_callback(stream.aclose)
-        with trio.fail_after(TIMEOUT):
-            while True:
-                extra = await trio.open_tcp_stream(host, port)
-                async with extra:
-                    await send_ignoring_hangup(extra, upgrade)
-                    response = await read_until_eof(extra)
-                if response == b"":
-                    break  # Hung up unread, long before the 60 s handshake timeout.
-                # Until the server has counted all the silent ones, it answers 503 (P1).
-                assert response.startswith(b"HTTP/1.1 503 "), response[:100]
-                await trio.sleep(0.01)
     await served(url)
 
 

@@ -1,11 +1,19 @@
 """The reference backend: a trio WebSocket server that speaks ``specs/protocol.md``.
 
-Built on ``trio.serve_listeners`` and ``trio_websocket.wrap_server_stream`` rather than
-``trio_websocket.serve_websocket``, so that this module owns each TCP stream: it closes a stream
-itself right after a rejected handshake (trio-websocket would wait for the client to hang up,
-and a trio-websocket client keeps its socket open after a rejection, so both would wait), it
-bounds the handshake and counts connections, and it sees every byte arriving, pings included,
-which is what the idle timeout measures (P13).
+Built on ``trio.serve_listeners`` and the server's own WebSocket layer
+(:mod:`fsm_session.server.websocket`, on wsproto), so that this module owns each TCP stream and
+every resource a client can make it spend is bounded before it is spent:
+
+- a TCP connection takes a *pending* slot until its handshake is done, under a short deadline;
+  pending slots are capped per address and in all, and when all are taken a newcomer pushes out
+  the oldest of the address holding the most (:class:`~fsm_session.server.limits.Admission`);
+- an accepted WebSocket takes an *open* slot, capped per address and in all (503 beyond, P1);
+- every byte and every frame is charged to the connection's budgets before it is decoded, and a
+  connection whose budget is spent is not read until it refills;
+- every protocol error ends with its close code, and every close lingers so that the close
+  frame reaches the client before the TCP connection closes;
+- when cancelled (the server stopping), it stops accepting, then closes every connection with
+  1001, waiting at most ``drain_timeout`` for the clients to answer.
 
 Every connection runs inside a handler that catches and logs whatever it raises: one misbehaving
 client never takes the server down. Protocol decisions are made by
@@ -14,35 +22,30 @@ client never takes the server down. Protocol decisions are made by
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import ssl
 import time
-from collections.abc import Callable
+from functools import partial
 
 import trio
-import trio_websocket
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
+from wsproto.events import Request
 
 from fsm_session.errors import InvalidToken, TokenExpired
 from fsm_session.protocol import SUBPROTOCOL, CloseCode, ErrorCode, Message, encode
 from fsm_session.server.config import ServerConfig, check_secret
 from fsm_session.server.handlers import ConnectionState
+from fsm_session.server.limits import Admission, Bucket, PendingSlot
+from fsm_session.server.memory import MemoryTrimmer
 from fsm_session.server.registry import Registry
 from fsm_session.server.tokencache import VerifiedTokens
+from fsm_session.server.websocket import Budget, ServerWebSocket, WebSocketClosed
 from fsm_session.tokens import TokenClaims
 
 __all__ = ["serve"]
 
 logger = logging.getLogger("fsm_session.server")
-
-# Frames trio-websocket may hold for us while we answer the previous one. Small, so a flooding
-# client meets TCP backpressure, but more than one, so a short burst does not stall its reader.
-_MESSAGE_QUEUE_SIZE = 8
-# Beyond this many times ``max_connections``, a new TCP connection is closed before its handshake
-# is read: up to it, one over the limit is read and answered 503 (P1), which costs up to a
-# handshake timeout; past it, a flood costs nothing but the accept.
-_UNREAD_FACTOR = 2
 
 
 async def serve(
@@ -66,6 +69,10 @@ async def serve(
     connection speaks TLS first and the URL is ``wss://HOST:PORT/``. The TLS handshake counts
     against the WebSocket handshake's timeout.
 
+    When cancelled, it stops accepting at once, closes every connection with 1001 and waits,
+    shielded, at most ``config.drain_timeout`` seconds for the clients to answer, then returns
+    (re-raising the cancellation).
+
     Raises :class:`~fsm_session.server.config.ConfigurationError` for an empty or short secret
     (fewer than 32 bytes, the HS256 minimum), and
     ``OSError`` when the address cannot be bound, both before ``task_status.started``.
@@ -81,10 +88,25 @@ async def serve(
             listeners = listeners[:1]
         url = _url(listeners[0], "ws" if ssl_context is None else "wss")
         server = _Server(secret, config, ssl_context)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(trio.serve_listeners, server.handle_stream, listeners)
-            logger.info("serving %s on %s", SUBPROTOCOL, url)
-            task_status.started(url)
+        async with trio.open_nursery() as connections:
+            connections.start_soon(server.trimmer.run)
+            try:
+                async with trio.open_nursery() as accepting:
+                    await accepting.start(
+                        partial(
+                            trio.serve_listeners,
+                            server.handle_stream,
+                            listeners,
+                            handler_nursery=connections,
+                        )
+                    )
+                    logger.info("serving %s on %s", SUBPROTOCOL, url)
+                    task_status.started(url)
+            finally:
+                # Stop accepting before the connections drain: a client connecting now is
+                # refused by the kernel rather than left waiting in the backlog.
+                for listener in listeners:
+                    listener.socket.close()
     finally:
         for listener in listeners:
             await trio.aclose_forcefully(listener)
@@ -97,57 +119,13 @@ def _url(listener: trio.SocketListener, scheme: str) -> str:
     return f"{scheme}://{address}:{port}/"
 
 
-def _peer(stream: trio.SocketStream) -> str:
+def _peer(stream: trio.SocketStream) -> tuple[str, str]:
+    """The peer's IP address (what the per-peer caps count) and how log lines name it."""
     try:
         address, port = stream.socket.getpeername()[:2]
     except OSError:
-        return "unknown peer"
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-
-
-class _Activity(trio.abc.Stream):
-    """A stream that notes when its peer last sent anything (P13: any byte counts, pings too).
-
-    It only notes the time: the driver reads it when its deadline fires, rather than moving a
-    deadline at every read. It also calls ``on_end`` when the peer hangs up or trio-websocket
-    closes the stream (after an unreadable request, say): trio-websocket's reader task then
-    stops, but ``wrap_server_stream`` would go on waiting for a request until the handshake
-    timeout, holding a connection slot (P1).
-    """
-
-    __slots__ = ("broken", "inner", "last_received", "on_end")
-
-    def __init__(self, inner: trio.abc.Stream) -> None:
-        self.inner = inner
-        self.last_received = trio.current_time()
-        self.on_end: Callable[[], None] | None = None
-        # Why the stream broke, if it did: a reset, or a TLS handshake that failed.
-        self.broken: trio.BrokenResourceError | None = None
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self.inner.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.inner.wait_send_all_might_not_block()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        try:
-            data = await self.inner.receive_some(max_bytes)
-        except trio.BrokenResourceError as exc:
-            # A reset, or a failed TLS handshake: the peer is as gone as after a hang-up.
-            self.broken = exc
-            if self.on_end is not None:
-                self.on_end()
-            raise
-        self.last_received = trio.current_time()
-        if not data and self.on_end is not None:
-            self.on_end()
-        return data
-
-    async def aclose(self) -> None:
-        if self.on_end is not None:
-            self.on_end()
-        await self.inner.aclose()
+        return "unknown", "unknown peer"
+    return address, (f"[{address}]:{port}" if ":" in address else f"{address}:{port}")
 
 
 class _Server:
@@ -161,107 +139,125 @@ class _Server:
         self.ssl_context = ssl_context
         self.registry = Registry(resume_grace=config.resume_grace)
         self.tokens = VerifiedTokens(secret)
-        self.connections = 0
+        self.admission = Admission(
+            max_open=config.max_connections,
+            max_open_per_peer=config.max_connections_per_peer,
+            max_pending=config.max_pending,
+            max_pending_per_peer=config.max_pending_per_peer,
+        )
+        self.trimmer = MemoryTrimmer(lambda: self.connections)
+
+    @property
+    def connections(self) -> int:
+        """TCP connections being served: pending handshakes and open WebSockets."""
+        return self.admission.open_count + self.admission.pending_count
 
     async def handle_stream(self, stream: trio.SocketStream) -> None:
         """Serve one TCP connection; log, never raise, whatever goes wrong (except cancellation,
         which is the server stopping)."""
-        if self.connections >= _UNREAD_FACTOR * self.config.max_connections:
-            # Far over the limit (a flood of connections that never finish their handshake):
-            # hang up unread, so that each costs no task and no handshake timeout of waiting.
-            logger.debug("over %d connections: hung up unread", self.connections)
-            await trio.aclose_forcefully(stream)
-            return
-        peer = _peer(stream)
-        self.connections += 1
-        try:
-            await self._serve_stream(stream, peer)
-        except* Exception:
-            logger.exception("%s: the connection failed", peer)
-        finally:
-            self.connections -= 1
-            await trio.aclose_forcefully(stream)
-
-    async def _serve_stream(self, stream: trio.SocketStream, peer: str) -> None:
-        inner: trio.abc.Stream = stream
-        if self.ssl_context is not None:
-            # The TLS handshake happens at the first read, inside the handshake's deadline.
-            inner = trio.SSLStream(stream, self.ssl_context, server_side=True)
-        activity = _Activity(inner)
-        async with trio.open_nursery() as nursery:
+        address, peer = _peer(stream)
+        self.trimmer.note(self.connections + 1)
+        with trio.CancelScope() as pending_scope:
+            slot = self.admission.admit(address, pending_scope.cancel)
+            if slot is None:
+                # This address already has its share of handshakes under way: hang up unread,
+                # so that a flood costs nothing but the accept.
+                logger.debug("%s: too many handshakes from this address; hung up", peer)
+                await trio.aclose_forcefully(stream)
+                return
             try:
-                accepted: tuple[WebSocketConnection, TokenClaims] | None = None
-                ended = False
-
-                def end() -> None:
-                    nonlocal ended
-                    ended = True
-                    scope.cancel()
-
-                with trio.move_on_after(self.config.handshake_timeout) as scope:
-                    activity.on_end = end
-                    request = await trio_websocket.wrap_server_stream(
-                        nursery,
-                        activity,
-                        message_queue_size=_MESSAGE_QUEUE_SIZE,
-                        max_message_size=self.config.max_frame_bytes,
-                    )
-                    accepted = await self._handshake(request, peer)
-                activity.on_end = None
-                if ended:
-                    accepted = None
-                    tls_error = activity.broken and activity.broken.__cause__
-                    if isinstance(tls_error, ssl.SSLError):
-                        logger.info("%s: the TLS handshake failed: %s", peer, tls_error)
-                    else:
-                        logger.debug("%s: the stream ended before the handshake did", peer)
-                elif scope.cancelled_caught:
-                    logger.info("%s: no handshake within %g s", peer, self.config.handshake_timeout)
-                if accepted is not None:
-                    ws, claims = accepted
-                    await _Connection(self, ws, claims, activity, peer).run()
+                await self._serve_stream(stream, address, peer, slot, pending_scope)
+            except* Exception:
+                logger.exception("%s: the connection failed", peer)
             finally:
-                # Stops trio-websocket's reader task; handle_stream then closes the stream, which
-                # after a rejected handshake nothing else would.
-                nursery.cancel_scope.cancel()
+                self.admission.leave_pending(slot)
+                await trio.aclose_forcefully(stream)
+        if pending_scope.cancelled_caught:
+            logger.debug("%s: pushed out by newer handshakes", peer)
+
+    async def _serve_stream(
+        self,
+        stream: trio.SocketStream,
+        address: str,
+        peer: str,
+        slot: PendingSlot,
+        pending_scope: trio.CancelScope,
+    ) -> None:
+        config = self.config
+        now = trio.current_time()
+        budget = Budget(
+            bytes=Bucket(config.max_bytes_per_second, config.byte_burst, now),
+            frames=Bucket(config.frames_per_second, config.frames_per_second, now),
+        )
+        transport: trio.abc.Stream = stream
+        if self.ssl_context is not None:
+            transport = trio.SSLStream(stream, self.ssl_context, server_side=True)
+        ws = ServerWebSocket(
+            transport,
+            max_message_bytes=config.max_frame_bytes,
+            send_timeout=config.send_timeout,
+            budget=budget,
+        )
+        claims: TokenClaims | None = None
+        with trio.move_on_after(config.handshake_timeout) as timer:
+            request = await ws.read_request()
+            if request is not None:
+                claims = await self._handshake(ws, request, address, peer)
+        # From here on the connection cannot be pushed out: it holds an open slot, or none.
+        self.admission.leave_pending(slot)
+        if claims is None:
+            tls_error = ws.broken.__cause__ if ws.broken is not None else None
+            if isinstance(tls_error, ssl.SSLError):
+                logger.info("%s: the TLS handshake failed: %s", peer, tls_error)
+            elif timer.cancelled_caught:
+                logger.info("%s: no handshake within %g s", peer, config.handshake_timeout)
+            return
+        try:
+            if not pending_scope.cancel_called:  # Else pushed out while being accepted.
+                await _Connection(self, ws, claims, peer).run()
+        finally:
+            self.admission.leave_open(address)
 
     async def _handshake(
-        self, request: WebSocketRequest, peer: str
-    ) -> tuple[WebSocketConnection, TokenClaims] | None:
-        """P1: accept the upgrade with the subprotocol and a valid token, or reject it."""
-        if self.connections > self.config.max_connections:
-            await _reject(
-                request,
-                503,
-                ErrorCode.RATE_LIMITED,
-                "the server is at its connection limit; try again later",
-                peer,
-            )
+        self, ws: ServerWebSocket, request: Request, address: str, peer: str
+    ) -> TokenClaims | None:
+        """P1: accept the upgrade with the subprotocol and a valid token, or reject it.
+
+        On success the connection holds an open slot of ``address`` (the caller gives it back).
+        """
+        refusal = self.admission.open_refusal(address)
+        if refusal is not None:
+            await _reject(ws, 503, ErrorCode.RATE_LIMITED, refusal, peer)
             return None
-        if SUBPROTOCOL not in request.proposed_subprotocols:
+        if SUBPROTOCOL not in request.subprotocols:
             await _reject(
-                request,
+                ws,
                 400,
                 ErrorCode.BAD_REQUEST,
                 f"offer the WebSocket subprotocol {SUBPROTOCOL!r}",
                 peer,
             )
             return None
-        token, problem = _bearer_token(request.headers)
+        token, problem = _bearer_token(list(request.extra_headers))
         if token is None:
-            await _reject(request, 401, ErrorCode.INVALID_TOKEN, problem, peer)
+            await _reject(ws, 401, ErrorCode.INVALID_TOKEN, problem, peer)
             return None
         try:
             claims = self.tokens.verify(token, now=time.time())
         except TokenExpired as exc:
-            await _reject(request, 401, ErrorCode.TOKEN_EXPIRED, exc.reason, peer)
+            await _reject(ws, 401, ErrorCode.TOKEN_EXPIRED, exc.reason, peer)
             return None
         except InvalidToken as exc:
-            await _reject(request, 401, ErrorCode.INVALID_TOKEN, exc.reason, peer)
+            await _reject(ws, 401, ErrorCode.INVALID_TOKEN, exc.reason, peer)
             return None
-        ws = await request.accept(subprotocol=SUBPROTOCOL)
+        self.admission.enter_open(address)
+        try:
+            await ws.accept(SUBPROTOCOL)
+        except BaseException:
+            self.admission.leave_open(address)
+            raise
         logger.debug("%s: connected", peer)
-        return ws, claims
+        return claims
 
 
 def _bearer_token(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str]:
@@ -278,15 +274,14 @@ def _bearer_token(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str]:
     return token, ""
 
 
-async def _reject(
-    request: WebSocketRequest, status: int, code: str, message: str, peer: str
-) -> None:
+async def _reject(ws: ServerWebSocket, status: int, code: str, message: str, peer: str) -> None:
     logger.info("%s: handshake rejected with %d: %s", peer, status, code)
     body = json.dumps({"code": code, "message": message}).encode("utf-8")
     headers = [(b"content-type", b"application/json")]
     if status == 401:
         headers.append((b"www-authenticate", f'Bearer error="{code}"'.encode("ascii")))
-    await request.reject(status, extra_headers=headers, body=body)
+    with contextlib.suppress(WebSocketClosed):  # A client that left gets no answer.
+        await ws.reject(status, headers, body)
 
 
 class _Connection:
@@ -301,24 +296,18 @@ class _Connection:
     expires sooner, and otherwise left alone. The idle deadline is checked lazily: when the
     scope's deadline fires, the driver looks at when the peer last sent a byte, and when that
     was recent it enters a new scope with the later deadline. So a busy connection enters a
-    scope once per ``idle_timeout``, not once per frame. Only ``get_message`` (which is
-    cancel-safe) may be cancelled: each send runs shielded, and a wake-up from another
-    connection cancels the scope only while the driver waits for a frame.
+    scope once per ``idle_timeout``, not once per frame. Waiting for a frame is cancel-safe and
+    every send is shielded inside the WebSocket layer; a wake-up from another connection
+    cancels the scope only while the driver waits for a frame.
     """
 
-    __slots__ = ("_scope", "activity", "config", "peer", "state", "ws")
+    __slots__ = ("_scope", "config", "peer", "state", "ws")
 
     def __init__(
-        self,
-        server: _Server,
-        ws: WebSocketConnection,
-        claims: TokenClaims,
-        activity: _Activity,
-        peer: str,
+        self, server: _Server, ws: ServerWebSocket, claims: TokenClaims, peer: str
     ) -> None:
         self.ws = ws
         self.config = server.config
-        self.activity = activity
         self.peer = peer
         self.state = ConnectionState(
             registry=server.registry,
@@ -340,7 +329,7 @@ class _Connection:
 
     def _deadline(self) -> float:
         """The earlier of the idle deadline and the token's expiry, on trio's clock."""
-        deadline = self.activity.last_received + self.config.idle_timeout
+        deadline = self.ws.last_received + self.config.idle_timeout
         expires_at = self.state.expires_at()
         if expires_at is not None:
             # Token expiry is wall-clock time; trio's clock is monotonic.
@@ -349,6 +338,8 @@ class _Connection:
 
     async def run(self) -> None:
         state = self.state
+        ws = self.ws
+        config = self.config
         try:
             while state.ending is None:
                 await self._serve_frames()
@@ -358,16 +349,22 @@ class _Connection:
             state.connection_closed()
             for message in ending.frames:
                 await self._send(message)
-            with trio.move_on_after(self.config.close_timeout):
-                await self.ws.aclose(ending.code, ending.reason)
-        except ConnectionClosed as exc:
-            if logger.isEnabledFor(logging.DEBUG):
-                logger.debug("%s: connection closed (%s)", self.peer, _describe(exc))
+            await ws.close(ending.code, ending.reason, config.close_timeout)
+        except WebSocketClosed as exc:
+            logger.debug("%s: connection closed (%d %s)", self.peer, exc.code, exc.reason)
+            # After a protocol error the close frame is out: linger so that it arrives.
+            await ws.close(exc.code, exc.reason, config.close_timeout)
+        except trio.Cancelled:
+            # The server is stopping: every client is told so (1001), within the drain time.
+            state.connection_closed()
+            await ws.close(
+                CloseCode.GOING_AWAY, "the server is shutting down", config.drain_timeout
+            )
+            raise
         except Exception:
             # A bug of the server outside any one request (those are answered internal_error).
             logger.exception("%s: closing after an unexpected error", self.peer)
-            with trio.move_on_after(self.config.close_timeout):
-                await self.ws.aclose(CloseCode.INTERNAL_ERROR, "internal error")
+            await ws.close(CloseCode.INTERNAL_ERROR, "internal error", config.close_timeout)
         finally:
             self._scope = None
             state.connection_closed()
@@ -381,18 +378,13 @@ class _Connection:
             while state.ending is None:
                 self._scope = scope
                 try:
-                    frame = await ws.get_message()  # Cancel-safe: no frame is lost.
+                    frame = await ws.receive()  # Cancel-safe: no frame is lost.
                 finally:
                     self._scope = None
                 reply = state.receive(frame)
                 if reply is not None:
-                    # send_message is not cancel-safe: a deadline passing now is delivered at
-                    # the next get_message instead.
-                    scope.shield = True
-                    try:
-                        await self._send(reply)
-                    finally:
-                        scope.shield = False
+                    # Shielded inside: a deadline passing now is delivered at the next receive.
+                    await self._send(reply)
                 if state.claims is not claims:
                     claims = state.claims  # A new token (P10) may expire sooner.
                     scope.deadline = min(scope.deadline, self._deadline())
@@ -400,14 +392,9 @@ class _Connection:
             state.check_token()
             if (
                 state.ending is None
-                and trio.current_time() >= self.activity.last_received + self.config.idle_timeout
+                and trio.current_time() >= ws.last_received + self.config.idle_timeout
             ):
                 state.idle()
 
     async def _send(self, message: Message) -> None:
-        await self.ws.send_message(encode(message))
-
-
-def _describe(exc: ConnectionClosed) -> str:
-    reason = exc.reason
-    return "no reason" if reason is None else f"{reason.code} {reason.name}"
+        await self.ws.send_text(encode(message))

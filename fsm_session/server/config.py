@@ -37,11 +37,20 @@ class ServerConfig:
     """
 
     max_frame_bytes: int = MAX_FRAME_BYTES
-    """The largest text frame accepted, in UTF-8 bytes; a larger one closes with 1009 (P2).
-    At most :data:`~fsm_session.protocol.MAX_FRAME_BYTES`, the limit of the protocol itself."""
+    """The largest text message accepted, in UTF-8 bytes, however many WebSocket frames carry
+    it; a larger one closes with 1009 (P2). At most :data:`~fsm_session.protocol.MAX_FRAME_BYTES`,
+    the limit of the protocol itself."""
     max_connections: int = 1024
-    """Connections served at once, handshakes included; beyond it the handshake gets 503 (P1)."""
-    handshake_timeout: float = 10.0
+    """Accepted WebSockets served at once; beyond it the handshake gets 503 (P1)."""
+    max_connections_per_peer: int = 256
+    """Accepted WebSockets from one IP address at once; beyond it the handshake gets 503 (P1)."""
+    max_pending: int = 256
+    """TCP connections whose WebSocket handshake is not done yet. When all are taken, a new one
+    takes the place of the oldest of the address that holds the most, which is closed."""
+    max_pending_per_peer: int = 16
+    """Handshakes under way from one IP address at once; a TCP connection beyond them is closed
+    at once, unread."""
+    handshake_timeout: float = 5.0
     """How long a new TCP connection has to complete its WebSocket handshake (P1)."""
     idle_timeout: float = 120.0
     """A connection that sends nothing at all for this long, not even a ping, is closed
@@ -49,24 +58,56 @@ class ServerConfig:
     resume_grace: float = 60.0
     """How long a session whose connection ended without ``close`` stays resumable (P9)."""
     max_requests_per_second: float = 20.0
-    """Frames a connection may send per second, on average, with bursts of as many; the rest
-    are refused with ``rate_limited`` (P14). ``math.inf`` turns the limit off."""
+    """Text messages a connection may send per second, on average, with bursts of as many; the
+    rest are refused with ``rate_limited`` (P14). ``math.inf`` turns the limit off."""
+    max_frames_per_second: float | None = None
+    """WebSocket frames of any kind (fragments and pings included) the server reads from one
+    connection per second, with bursts of as many; past it the server reads nothing more from
+    that connection until the budget refills. ``None``: twice ``max_requests_per_second``."""
+    max_bytes_per_second: float = 32768.0
+    """Bytes the server reads from one connection per second, charged before anything is
+    decoded, with bursts of twice ``max_frame_bytes``; past it the server reads nothing more from
+    that connection until the budget refills. ``math.inf`` turns it off."""
+    send_timeout: float = 10.0
+    """How long one frame may take to leave; a client that reads nothing for this long is
+    disconnected without a close frame."""
     close_timeout: float = 2.0
     """How long the server waits for the client's reply to its close frame."""
+    drain_timeout: float = 2.0
+    """When the server stops: how long it waits for its connections to answer their 1001."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_frame_bytes <= MAX_FRAME_BYTES:
             raise ValueError(f"max_frame_bytes must be between 1 and {MAX_FRAME_BYTES}")
-        if self.max_connections < 1:
-            raise ValueError("max_connections must be at least 1")
+        for name in _COUNTS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a whole number of at least 1")
         for field in fields(self):
-            if field.name in ("max_frame_bytes", "max_connections"):
+            if field.name in _COUNTS or field.name == "max_frame_bytes":
                 continue
             value = getattr(self, field.name)
+            if value is None and field.name == "max_frames_per_second":
+                continue
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ValueError(f"{field.name} must be a number of seconds")
+                raise ValueError(f"{field.name} must be a number")
             if math.isnan(value) or value <= 0:
                 raise ValueError(f"{field.name} must be positive")
+
+    @property
+    def frames_per_second(self) -> float:
+        """The frame budget's rate: ``max_frames_per_second``, or twice the request rate."""
+        if self.max_frames_per_second is not None:
+            return self.max_frames_per_second
+        return 2 * self.max_requests_per_second
+
+    @property
+    def byte_burst(self) -> int:
+        """What the byte budget holds when full: two messages of the largest size."""
+        return 2 * self.max_frame_bytes
+
+
+_COUNTS = ("max_connections", "max_connections_per_peer", "max_pending", "max_pending_per_peer")
 
 
 def secret_from_env(environ: Mapping[str, str] | None = None) -> str:

@@ -167,7 +167,7 @@ class ConnectionState:
             rid = exc.request_id
             if rid is not None and rid > self.last_id:
                 self.last_id = rid  # A readable ID is used up even by a refused frame (P3).
-            # Decoding comes before the rate (P4); the frame still used up its allowance.
+            # The rate unit was taken before decoding (P4); a refused frame used it up too.
             logger.debug("%s: refused a frame: %s", self.name, exc.code)
             return _error(rid, exc.code, exc.reason, exc.rule)
         if request.id <= self.last_id:
