@@ -8,7 +8,7 @@ It imports only the sans-I/O core of the package (models, errors, tokens, protoc
 client's service or transport.
 """
 
-from fsm_session.server.app import serve
+from fsm_session.server.app import serve, serve_streams
 from fsm_session.server.config import (
     MIN_SECRET_BYTES,
     SECRET_ENV,
@@ -24,4 +24,5 @@ __all__ = [
     "ServerConfig",
     "secret_from_env",
     "serve",
+    "serve_streams",
 ]

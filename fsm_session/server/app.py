@@ -43,7 +43,7 @@ from fsm_session.server.tokencache import VerifiedTokens
 from fsm_session.server.websocket import Budget, ServerWebSocket, WebSocketClosed
 from fsm_session.tokens import TokenClaims
 
-__all__ = ["serve"]
+__all__ = ["serve", "serve_streams"]
 
 logger = logging.getLogger("fsm_session.server")
 
@@ -112,6 +112,34 @@ async def serve(
             await trio.aclose_forcefully(listener)
 
 
+async def serve_streams(
+    streams: trio.abc.ReceiveChannel[trio.abc.Stream],
+    *,
+    secret: str,
+    config: ServerConfig | None = None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the protocol on every stream received from ``streams``, until cancelled.
+
+    The same server as :func:`serve`, on connections made elsewhere: say one end of each of
+    ``trio.testing.memory_stream_pair()``, for tests with no sockets (the in-memory backend of
+    :mod:`fsm_session.testing` runs on it). Each stream is a connection of its own peer for the
+    per-address caps. Stops taking new streams when ``streams`` is closed, and returns once the
+    connections it serves have ended. When cancelled it closes every connection with 1001, as
+    :func:`serve` does.
+
+    Raises :class:`~fsm_session.server.config.ConfigurationError` for an empty or short secret,
+    before ``task_status.started``.
+    """
+    check_secret(secret)
+    server = _Server(secret, ServerConfig() if config is None else config)
+    async with trio.open_nursery() as connections:
+        task_status.started()
+        async with streams:
+            async for stream in streams:
+                connections.start_soon(server.handle_stream, stream)
+
+
 def _url(listener: trio.SocketListener, scheme: str) -> str:
     address, port = listener.socket.getsockname()[:2]
     if ":" in address:
@@ -119,8 +147,14 @@ def _url(listener: trio.SocketListener, scheme: str) -> str:
     return f"{scheme}://{address}:{port}/"
 
 
-def _peer(stream: trio.SocketStream) -> tuple[str, str]:
-    """The peer's IP address (what the per-peer caps count) and how log lines name it."""
+def _peer(stream: trio.abc.Stream) -> tuple[str, str]:
+    """The peer's IP address (what the per-peer caps count) and how log lines name it.
+
+    A stream that is not a socket (an in-memory one) is a peer of its own.
+    """
+    if not isinstance(stream, trio.SocketStream):
+        name = f"stream-{id(stream):x}"
+        return name, name
     try:
         address, port = stream.socket.getpeername()[:2]
     except OSError:
@@ -152,7 +186,7 @@ class _Server:
         """TCP connections being served: pending handshakes and open WebSockets."""
         return self.admission.open_count + self.admission.pending_count
 
-    async def handle_stream(self, stream: trio.SocketStream) -> None:
+    async def handle_stream(self, stream: trio.abc.Stream) -> None:
         """Serve one TCP connection; log, never raise, whatever goes wrong (except cancellation,
         which is the server stopping)."""
         address, peer = _peer(stream)
@@ -177,7 +211,7 @@ class _Server:
 
     async def _serve_stream(
         self,
-        stream: trio.SocketStream,
+        stream: trio.abc.Stream,
         address: str,
         peer: str,
         slot: PendingSlot,

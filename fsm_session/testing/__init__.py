@@ -8,6 +8,8 @@
   invalid), tokens and call sequences.
 * :class:`LoopbackProxy`: the TCP proxy the kit puts between a service and the backend to watch
   frames, hold replies and cut connections.
+* :func:`memory_backend`: the reference server in the test's own trio run, reached through
+  memory, with faults on demand (:mod:`fsm_session.testing.memory`); needs no Hypothesis.
 * :mod:`fsm_session.testing.plugin`: pytest fixtures (a loopback reference server, a token
   minter, a session service, the conformance check) and the ``--fsm-session-url`` option.
 
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
         format_report,
         token_minter,
     )
+    from fsm_session.testing.memory import MemoryBackend, memory_backend
     from fsm_session.testing.portal import TrioPortal
     from fsm_session.testing.proxy import Frame, LoopbackProxy
 
@@ -42,6 +45,7 @@ __all__ = [
     "ConformanceReport",
     "Frame",
     "LoopbackProxy",
+    "MemoryBackend",
     "MintToken",
     "RuleResult",
     "RuleViolation",
@@ -49,6 +53,7 @@ __all__ = [
     "check_backend",
     "conform_command",
     "format_report",
+    "memory_backend",
     "token_minter",
 ]
 
@@ -56,6 +61,8 @@ _HOMES = {
     "TrioPortal": "portal",
     "Frame": "proxy",
     "LoopbackProxy": "proxy",
+    "MemoryBackend": "memory",
+    "memory_backend": "memory",
 }
 
 

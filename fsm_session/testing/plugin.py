@@ -10,6 +10,8 @@ async fixture in a sync test):
 * ``fsm_session_url``, ``fsm_session_secret``, ``fsm_session_mint``: its parts.
 * ``fsm_session_connect``: ``async with fsm_session_connect("alice") as session:`` a session
   service for the backend, with a fresh token for that external ID, in the test's own trio loop.
+* ``fsm_session_memory``: ``async with fsm_session_memory() as backend:`` an in-memory
+  backend in the test's own trio loop, no sockets (:mod:`fsm_session.testing.memory`).
 * ``fsm_session_service``: a :class:`PortalSession`, a session service on the plugin's
   background loop, for sync tests: ``fsm_session_service.run(session.open, info)``.
 * ``fsm_session_check``: ``report = fsm_session_check(examples=5)`` runs
@@ -37,6 +39,7 @@ from fsm_session.testing.portal import TrioPortal
 
 if TYPE_CHECKING:  # the kit needs Hypothesis: imported by the fixture that runs it
     from fsm_session.testing.conformance import ConformanceReport, MintToken
+    from fsm_session.testing.memory import MemoryBackend
 
 __all__ = ["Backend", "PortalSession"]
 
@@ -146,6 +149,15 @@ def fsm_session_connect(
             yield session
 
     return connect
+
+
+@pytest.fixture
+def fsm_session_memory() -> Callable[..., AbstractAsyncContextManager[MemoryBackend]]:
+    """``async with fsm_session_memory() as backend:`` in a trio test: the reference server in
+    the test's own trio run, reached through memory (:mod:`fsm_session.testing.memory`)."""
+    from fsm_session.testing.memory import memory_backend
+
+    return memory_backend
 
 
 @pytest.fixture
