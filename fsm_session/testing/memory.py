@@ -239,8 +239,8 @@ class MemoryBackend:
                 if towards_service is None:
                     return
                 service_ws, server_ws = towards_service
-                nursery.start_soon(self._requests, link, service_ws, server_ws)
-                nursery.start_soon(self._replies, link, server_ws, service_ws)
+                nursery.start_soon(partial(self._pump, link, service_ws, server_ws, requests=True))
+                nursery.start_soon(partial(self._pump, link, server_ws, service_ws, requests=False))
         finally:
             link.sever()
             self._links.discard(link)
@@ -280,35 +280,31 @@ class MemoryBackend:
             return None
         return service_ws, server_ws
 
-    async def _requests(
-        self, link: _Link, service_ws: WebSocketConnection, server_ws: WebSocketConnection
+    async def _pump(
+        self,
+        link: _Link,
+        source: WebSocketConnection,
+        sink: WebSocketConnection,
+        *,
+        requests: bool,
     ) -> None:
+        """Move messages from ``source`` to ``sink`` until one side closes; the faults armed
+        now apply: refusals to requests, the delay to what the server sends."""
         while True:
             try:
-                message = await service_ws.get_message()
+                message = await source.get_message()
             except ConnectionClosed as closed:
-                await _pass_close(link, closed, server_ws)
+                await _pass_close(link, closed, sink)
                 return
-            refused = self._refused(message)
-            with suppress(ConnectionClosed):  # The other direction passes the close on.
+            target = sink
+            if requests:
+                refused = self._refused(message)
                 if refused is not None:
-                    await service_ws.send_message(refused)
-                else:
-                    await server_ws.send_message(message)
-
-    async def _replies(
-        self, link: _Link, server_ws: WebSocketConnection, service_ws: WebSocketConnection
-    ) -> None:
-        while True:
-            try:
-                message = await server_ws.get_message()
-            except ConnectionClosed as closed:
-                await _pass_close(link, closed, service_ws)
-                return
-            if self._delay > 0:
+                    message, target = refused, source
+            elif self._delay > 0:
                 await trio.sleep(self._delay)
             with suppress(ConnectionClosed):  # The other direction passes the close on.
-                await service_ws.send_message(message)
+                await target.send_message(message)
 
     def _refused(self, message: str | bytes) -> str | None:
         """The error frame answering ``message`` when a refusal is armed for its type."""
