@@ -16,6 +16,8 @@ class Forwarder:
         self.round_robin = round_robin
         self._next = 0
         self.port = 0
+        self.served = dict.fromkeys(ports, 0)
+        """How many connections each node got."""
 
     @property
     def url(self) -> str:
@@ -38,6 +40,7 @@ class Forwarder:
         for port in self._order():
             try:
                 upstream = await trio.open_tcp_stream("127.0.0.1", port)
+                self.served[port] += 1
                 break
             except OSError:
                 continue  # That node is down: try the next.

@@ -3,7 +3,6 @@ itself failing (P17). A real redis-server, started by the tests; real nodes on l
 
 from __future__ import annotations
 
-import gc
 import os
 import signal
 import subprocess
@@ -269,15 +268,21 @@ async def test_p17_redis_down_refuses_keeps_the_connection_and_recovers() -> Non
             node.cancel()
     finally:
         await trio.to_thread.run_sync(redis.close)
-        gc.collect()  # Let coredis's leftovers warn now, under this test's filter.
 
 
-def test_p17_store_urls_are_checked_before_the_server_starts() -> None:
+def test_store_urls_are_checked_before_the_server_starts() -> None:
     assert check_store_url(None) is None and check_store_url("memory") is None
     read = check_store_url("redis://127.0.0.1:6379/2?prefix=a:&lease=1.5")
     assert read is not None and (read.prefix, read.lease) == ("a:", 1.5)
     assert read.url == "redis://127.0.0.1:6379/2"
-    for bad in ("postgres://x/1", "redis://", "redis://h:1/0?lease=0", "redis://h:1/0?lease=x"):
+    bad_urls = (
+        "postgres://x/1",
+        "redis://",
+        "redis://h:1/0?lease=0",
+        "redis://h:1/0?lease=x",
+        6379,
+    )
+    for bad in bad_urls:
         with pytest.raises(ConfigurationError):
             check_store_url(bad)
 
@@ -321,3 +326,39 @@ async def test_the_cli_serves_on_the_store_of_the_environment(
             process.kill()
             await process.wait()
     assert ids[0] == ids[1]
+
+
+async def test_the_conformance_kit_passes_a_two_node_deployment(
+    nursery: trio.Nursery, redis_server: RedisServer
+) -> None:
+    """``fsm-session conform`` through a forwarder that sends each connection to the next of two
+    nodes on one Redis: every rule holds whichever node a connection reaches."""
+    store = redis_server.url()
+    url_a, _ = await start_node(nursery, store)
+    url_b, _ = await start_node(nursery, store)
+    ports = [int(url.rsplit(":", 1)[1].strip("/")) for url in (url_a, url_b)]
+    forwarder = Forwarder(ports, round_robin=True)
+    await nursery.start(forwarder.run)
+    done = await trio.run_process(
+        [sys.executable, "-m", "fsm_session.cli", "conform", forwarder.url, "--examples", "2"],
+        env={**os.environ, "FSM_SESSION_SECRET": SECRET},
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    out = done.stdout.decode() + done.stderr.decode()
+    assert done.returncode == 0, out
+    assert f"conformance of {forwarder.url}: PASS" in out
+    assert min(forwarder.served.values()) > 10, forwarder.served  # Both nodes served.
+
+
+def test_the_cli_refuses_an_unknown_store_in_one_line() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "fsm_session.cli", "serve", "--port", "0", "--store", "pg://x/1"],
+        env={**os.environ, "FSM_SESSION_SECRET": SECRET},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "unknown session store" in done.stderr, done.stderr

@@ -13,7 +13,6 @@ module reads none itself. Tokens never appear in a log line, a reply or a repr (
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -45,6 +44,7 @@ from fsm_session.protocol import (
     decode_request,
 )
 from fsm_session.server.config import ServerConfig
+from fsm_session.server.limits import Bucket
 from fsm_session.server.registry import SessionRecord
 from fsm_session.server.store import SessionStore, StoreUnavailable
 from fsm_session.server.tokencache import VerifiedTokens
@@ -62,6 +62,10 @@ class Ending:
     code: int
     reason: str
     frames: tuple[Message, ...] = ()
+
+
+_NO_STORE = "the session store is unavailable; nothing changed, try again"
+_FAILED = "the server failed to carry out the request"
 
 
 def _nothing() -> None:
@@ -86,9 +90,8 @@ class ConnectionState:
 
     # One per connection: slots keep it small and its attribute reads fast.
     __slots__ = (
-        "_allowance",
-        "_allowance_at",
         "_clock",
+        "_requests",
         "_tokens",
         "_wall_clock",
         "claims",
@@ -132,8 +135,9 @@ class ConnectionState:
         self.ending: Ending | None = None
         # Called when ``ending`` is set from outside (another connection's open).
         self.wake: Callable[[], None] = _nothing
-        self._allowance = config.max_requests_per_second
-        self._allowance_at = clock()
+        # A token bucket: max_requests_per_second frames a second, bursts as large (P14).
+        rate = config.max_requests_per_second
+        self._requests = Bucket(rate, rate, clock())
 
     def __repr__(self) -> str:
         session = None if self.session is None else self.session.participant.id
@@ -161,7 +165,7 @@ class ConnectionState:
         ):
             self._end(CloseCode.TOO_BIG, f"frames are limited to {limit} bytes")
             return None
-        allowed = self._take_allowance()
+        allowed = self._requests.take(self._clock())
         try:
             request = decode_request(frame)
         except RemoteProtocolError as exc:
@@ -196,20 +200,11 @@ class ConnectionState:
             return await handler(request)
         except StoreUnavailable as exc:
             logger.warning("%s: the %r request found no store: %s", self.name, request.TYPE, exc)
-            return _error(
-                request.id,
-                ErrorCode.STORE_UNAVAILABLE,
-                "the session store is unavailable; nothing changed, try again",
-                "P17",
-            )
+            code, rule, why = ErrorCode.STORE_UNAVAILABLE, "P17", _NO_STORE
         except Exception:
             logger.exception("%s: the %r request %d failed", self.name, request.TYPE, request.id)
-            return _error(
-                request.id,
-                ErrorCode.INTERNAL_ERROR,
-                "the server failed to carry out the request",
-                "P5",
-            )
+            code, rule, why = ErrorCode.INTERNAL_ERROR, "P5", _FAILED
+        return _error(request.id, code, why, rule)
 
     def session_ended(self, reason: str) -> None:
         """Another connection took the session (R17): tell the client, then close with 4001."""
@@ -232,14 +227,12 @@ class ConnectionState:
         expires_at = self.claims.expires_at
         if self.ending is not None or expires_at is None or self._wall_clock() < expires_at:
             return
-        if self.session is not None:
-            session, self.session = self.session, None
-            try:
-                await self.store.end(session)
-            except StoreUnavailable as exc:
-                # The record stays held by this connection until the store drops it (its node
-                # retries drops it could not make).
-                logger.warning("%s: could not end the session: %s", self.name, exc)
+        try:
+            if self.session is not None:
+                await self.store.end(self.session)
+                self.session = None
+        except StoreUnavailable as exc:  # Kept: connection_closed releases it, or its node.
+            logger.warning("%s: could not end the session: %s", self.name, exc)
         logger.info("%s: the access token expired", self.name)
         self.ending = Ending(
             CloseCode.TOKEN_EXPIRED,
@@ -253,19 +246,13 @@ class ConnectionState:
 
     async def connection_closed(self) -> None:
         """The connection is gone. A session still held stays resumable for a while (P9)."""
-        if self.session is not None:
-            session, self.session = self.session, None
+        session, self.session = self.session, None
+        if session is not None:
             try:
-                await self.store.drop(session)
+                await self.store.drop(session)  # Its node tries again if this fails.
             except StoreUnavailable as exc:
                 logger.warning("%s: could not release the session: %s", self.name, exc)
-                return
-            logger.debug(
-                "%s: connection ended; session %s is resumable for %g s",
-                self.name,
-                session.participant.id,
-                self.config.resume_grace,
-            )
+            logger.debug("%s: connection ended; %s resumable", self.name, session.participant.id)
 
     # ----------------------------------------------------------------------------------------
     # Requests. Each returns its reply; refusals change nothing.
@@ -400,19 +387,6 @@ class ConnectionState:
         if self.ending is None:
             logger.info("%s: closing with %d: %s", self.name, code, reason)
             self.ending = Ending(code, reason)
-
-    def _take_allowance(self) -> bool:
-        """A token bucket: ``max_requests_per_second`` frames a second, bursts as large (P14)."""
-        rate = self.config.max_requests_per_second
-        if rate == math.inf:
-            return True
-        now = self._clock()
-        self._allowance = min(rate, self._allowance + (now - self._allowance_at) * rate)
-        self._allowance_at = now
-        if self._allowance < 1:
-            return False
-        self._allowance -= 1
-        return True
 
     def _rate_limited(self, rid: int | None) -> ErrorReply:
         return _error(

@@ -82,6 +82,10 @@ class Registry:
             pid = self._ids[external_id] = self._new_id()
         return pid
 
+    def records(self) -> list[SessionRecord]:
+        """Every session, held or resumable (expired ones may linger until the next purge)."""
+        return list(self._sessions.values())
+
     def get(self, participant_id: str) -> SessionRecord | None:
         """The session of ``participant_id``, held or resumable, if there is one."""
         return self._sessions.get(participant_id)

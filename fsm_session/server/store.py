@@ -150,7 +150,7 @@ class MemoryStore(SessionStore):
         self.registry.purge(self._clock())
         return [
             SessionView(record.participant, record.holder is not None, None)
-            for record in self.registry._sessions.values()
+            for record in self.registry.records()
         ]
 
 
@@ -170,12 +170,17 @@ class RedisURL:
     lease: float = 3.0
 
 
-def check_store_url(url: str | None) -> RedisURL | None:
+def check_store_url(url: object) -> RedisURL | None:
     """``None`` for the memory store (``None`` or ``"memory"``), else the Redis store's URL read:
     ``redis://HOST:PORT/DB[?prefix=P&lease=SECONDS]``. Raises
     :class:`~fsm_session.server.config.ConfigurationError` for anything else."""
     if url is None or url == "memory":
         return None
+    if not isinstance(url, str):
+        raise ConfigurationError(
+            f"the store is a URL or a SessionStore, not {type(url).__name__}: "
+            "use 'memory' or redis://HOST:PORT/DB"
+        )
     parts = urlsplit(url)
     if parts.scheme not in ("redis", "rediss") or not parts.hostname:
         raise ConfigurationError(
