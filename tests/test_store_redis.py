@@ -16,6 +16,7 @@ from trio_websocket import ConnectionClosed
 from fsm_session import ParticipantInfo, SessionLostEvent, SessionService, open_session_service
 from fsm_session.protocol import CloseCode, ErrorCode
 from fsm_session.server import ConfigurationError, ServerConfig, serve
+from fsm_session.server.redis_store import RedisStore
 from fsm_session.server.store import check_store_url, open_store
 from tests.forwarder import Forwarder
 from tests.redis_server import RedisServer
@@ -24,25 +25,43 @@ from tests.test_server import SECRET, TIMEOUT, Client, connect, info, token
 ADA = ParticipantInfo(name="Ada", external_id="ada")
 
 
+class Node:
+    """One serve() call on a store: its URL, and how to stop it."""
+
+    def __init__(self) -> None:
+        self.scope = trio.CancelScope()
+        self.stopped = trio.Event()
+
+    def cancel(self) -> None:
+        self.scope.cancel()
+
+    async def stop(self) -> None:
+        self.scope.cancel()
+        await self.stopped.wait()
+
+
 async def start_node(
     nursery: trio.Nursery, store: str, port: int = 0, **config: Any
-) -> tuple[str, trio.CancelScope]:
-    """A node (one serve() call) on ``store``, and the scope that stops it."""
-    scope = trio.CancelScope()
+) -> tuple[str, Node]:
+    """A node (one serve() call) on ``store``, running in ``nursery``."""
+    node = Node()
 
     async def run(task_status: trio.TaskStatus[str]) -> None:
-        with scope:
-            await serve(
-                "127.0.0.1",
-                port,
-                secret=SECRET,
-                store=store,
-                config=ServerConfig(**config),
-                task_status=task_status,
-            )
+        try:
+            with node.scope:
+                await serve(
+                    "127.0.0.1",
+                    port,
+                    secret=SECRET,
+                    store=store,
+                    config=ServerConfig(**config),
+                    task_status=task_status,
+                )
+        finally:
+            node.stopped.set()
 
     url: str = await nursery.start(run)
-    return url, scope
+    return url, node
 
 
 async def _losses(session: SessionService, into: list[str]) -> None:
@@ -85,7 +104,10 @@ async def test_p9_r14_a_restart_keeps_the_session(
     ):
         watch.start_soon(_losses, session, lost)
         participant = await session.open(ADA)
-        node.cancel()  # The node stops: 1001 to its connections, sessions released into Redis.
+        await node.stop()  # 1001 to its connections; their sessions are released into Redis.
+        async with open_store(store, resume_grace=60) as observer:
+            views = await observer.sessions()
+        assert [(v.participant.id, v.held) for v in views] == [(participant.id, False)]
         await start_node(nursery, store, port)
         with trio.fail_after(TIMEOUT):
             updated = await session.update(name="Ada L.")
@@ -362,3 +384,39 @@ def test_the_cli_refuses_an_unknown_store_in_one_line() -> None:
     )
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "unknown session store" in done.stderr, done.stderr
+
+
+class _Holder:
+    def __init__(self) -> None:
+        self.ended: list[str] = []
+
+    def session_ended(self, reason: str) -> None:
+        self.ended.append(reason)
+
+
+async def test_p9_a_dead_nodes_sessions_are_released_when_its_lease_lapses(
+    redis_server: RedisServer,
+) -> None:
+    """Node A takes a lease and then never renews it, as if killed: once it lapses, node B's
+    next tick makes A's session resumable for the grace period (a key expiry), and B resumes it."""
+    url = check_store_url(redis_server.url(lease="0.2"))
+    assert url is not None
+    async with (
+        RedisStore.connect(url, resume_grace=30) as a,
+        RedisStore.connect(url, resume_grace=30) as b,
+    ):
+        await a._tick()
+        record = await a.open(_Holder(), ParticipantInfo("Eve", "eve"), "eve")
+        pid = record.participant.id
+        await b._tick()
+        assert [(v.participant.id, v.held, v.node) for v in await b.sessions()] == [
+            (pid, True, a.node)
+        ]
+        await trio.sleep(0.3)  # A's lease lapses, on Redis's clock.
+        await b._tick()
+        assert [(v.participant.id, v.held) for v in await b.sessions()] == [(pid, False)]
+        ttl = await b._client.pttl(f"{b.prefix}s:{pid}")
+        assert 0 < ttl <= 30_000
+        resumed = await b.resume(_Holder(), pid, "eve")
+        assert resumed is not None and resumed.participant == record.participant
+        assert await b._client.pttl(f"{b.prefix}s:{pid}") == -1  # Held again: no expiry.

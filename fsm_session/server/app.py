@@ -28,6 +28,8 @@ import json
 import logging
 import ssl
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
 
 import trio
@@ -90,12 +92,37 @@ async def serve(
     if isinstance(store, SessionStore):
         await _serve_on(host, port, secret, config, ssl_context, store, task_status)
         return
-    async with (
-        open_store(store, resume_grace=config.resume_grace) as opened,
-        trio.open_nursery() as background,
-    ):
-        await background.start(opened.run)
+    async with _running_store(store, config.resume_grace) as opened:
         await _serve_on(host, port, secret, config, ssl_context, opened, task_status)
+
+
+@asynccontextmanager
+async def _running_store(url: str | None, resume_grace: float) -> AsyncIterator[SessionStore]:
+    """The store ``url`` names, with its background work, outliving a cancellation of the block.
+
+    When ``serve()`` is cancelled its connections still release their sessions into the store
+    while they drain (P9), so the store (and its Redis connections) runs shielded in a task of
+    its own, and stops only once the block is over.
+    """
+    done = trio.Event()
+
+    async def own(task_status: trio.TaskStatus[SessionStore]) -> None:
+        with trio.CancelScope(shield=True):
+            async with (
+                open_store(url, resume_grace=resume_grace) as opened,
+                trio.open_nursery() as background,
+            ):
+                await background.start(opened.run)
+                task_status.started(opened)
+                await done.wait()
+                background.cancel_scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        opened: SessionStore = await nursery.start(own)
+        try:
+            yield opened
+        finally:
+            done.set()
 
 
 async def _serve_on(
