@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import trio
+from coredis.tokens import PureToken
 from trio_websocket import ConnectionClosed
 
 from fsm_session import ParticipantInfo, SessionLostEvent, SessionService, open_session_service
@@ -191,6 +192,29 @@ async def test_p12_r17_a_login_on_another_node_switches_the_first(
             assert await first.receive() == {"type": "ended", "reason": "switched"}
             assert await first.closed_with() == CloseCode.SWITCHED
         assert (await second.update(name="Alice B."))["type"] == "updated"
+
+
+# coredis 6.9 leaves the channels of a killed connection to the garbage collector, which warns.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+async def test_p12_a_switch_published_while_a_node_lost_its_channel_still_arrives(
+    nursery: trio.Nursery, redis_server: RedisServer
+) -> None:
+    """Redis drops every subscriber (as in a network blip), and B takes the session before A
+    has subscribed again: A catches up when its channel is back and ends its connection."""
+    store = redis_server.url()
+    url_a, _ = await start_node(nursery, store)
+    url_b, _ = await start_node(nursery, store)
+    async with connect(url_a, token("erin")) as first, connect(url_b, token("erin")) as second:
+        await first.opened(info("Erin"))
+        async with open_store(store, resume_grace=60) as observer:
+            killed = await observer._client.client_kill(  # type: ignore[attr-defined]
+                type_=PureToken.PUBSUB
+            )
+            assert killed >= 2  # Both nodes' channels.
+        await second.opened(info("Erin"))
+        with trio.fail_after(TIMEOUT):
+            assert await first.receive() == {"type": "ended", "reason": "switched"}
+            assert await first.closed_with() == CloseCode.SWITCHED
 
 
 async def test_r4_r17_two_logins_racing_on_two_nodes_leave_one_holder(

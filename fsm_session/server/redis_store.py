@@ -263,9 +263,13 @@ class RedisStore(SessionStore):
         channel = f"{self.prefix}node:{self.node}"
         while True:
             try:
+                # No retry policy of coredis's own: a lost channel comes back through this
+                # loop, which then catches up on what it may have missed.
                 async with self._client.pubsub(
-                    channels=[channel], ignore_subscribe_messages=True
+                    channels=[channel], ignore_subscribe_messages=True, retry_policy=None
                 ) as pubsub:
+                    if self.subscribed.is_set():
+                        await self._catch_up()
                     self.subscribed.set()
                     async for message in pubsub:
                         self._on_message(message["data"])
@@ -276,6 +280,15 @@ class RedisStore(SessionStore):
             except* (RedisError, OSError, TimeoutError) as group:
                 logger.warning("node %s: lost its channel: %s", self.node, group.exceptions[0])
             await trio.sleep(0.1)
+
+    async def _catch_up(self) -> None:
+        """After the channel was lost: end the connections whose session another node has
+        taken meanwhile (the ``switched`` published then reached nobody)."""
+        for conn, (_, record) in list(self._holders.items()):
+            pid = record.participant.id
+            node, holder = await self._client.hmget(f"{self.prefix}s:{pid}", ["node", "conn"])
+            if node and (node, holder) != (self.node, conn):
+                self._switched(conn, pid)
 
     def _on_message(self, data: Any) -> None:
         kind, _, rest = str(data).partition(" ")
