@@ -45,6 +45,8 @@ logger = logging.getLogger("fsm_session.server")
 
 DEFAULT_LEASE = 3.0
 """Seconds a node's lease lasts; it is extended every third of that."""
+RESUBSCRIBE_FIRST, RESUBSCRIBE_LAST = 0.1, 2.0
+"""Seconds between attempts to get a lost channel back: doubling from the first to the last."""
 CALL_TIMEOUT = 1.0
 """Seconds one call to Redis may take before the store counts Redis unavailable."""
 
@@ -261,6 +263,7 @@ class RedisStore(SessionStore):
 
     async def _listen(self) -> None:
         channel = f"{self.prefix}node:{self.node}"
+        delay, lost = RESUBSCRIBE_FIRST, False
         while True:
             try:
                 # No retry policy of coredis's own: a lost channel comes back through this
@@ -271,6 +274,7 @@ class RedisStore(SessionStore):
                     if self.subscribed.is_set():
                         await self._catch_up()
                     self.subscribed.set()
+                    delay, lost = RESUBSCRIBE_FIRST, False
                     async for message in pubsub:
                         self._on_message(message["data"])
             except* anyio.ClosedResourceError:
@@ -278,8 +282,11 @@ class RedisStore(SessionStore):
                 # in place of the cancellation: the checkpoint below delivers that again.
                 pass
             except* (RedisError, OSError, TimeoutError) as group:
-                logger.warning("node %s: lost its channel: %s", self.node, group.exceptions[0])
-            await trio.sleep(0.1)
+                if not lost:  # Once per outage, not once per attempt.
+                    logger.warning("node %s: lost its channel: %s", self.node, group.exceptions[0])
+                lost = True
+            await trio.sleep(delay)
+            delay = min(RESUBSCRIBE_LAST, 2 * delay)
 
     async def _catch_up(self) -> None:
         """After the channel was lost: end the connections whose session another node has
