@@ -444,3 +444,15 @@ async def test_p9_a_dead_nodes_sessions_are_released_when_its_lease_lapses(
         resumed = await b.resume(_Holder(), pid, "eve")
         assert resumed is not None and resumed.participant == record.participant
         assert await b._client.pttl(f"{b.prefix}s:{pid}") == -1  # Held again: no expiry.
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+async def test_serve_raises_oserror_for_an_address_in_use(
+    nursery: trio.Nursery, request: pytest.FixtureRequest, kind: str
+) -> None:
+    """On either store, a port in use is an OSError, as serve() documents (not a group)."""
+    store = request.getfixturevalue("redis_server").url() if kind == "redis" else None
+    url, _ = await start_node(nursery, store or "memory")
+    port = int(url.rsplit(":", 1)[1].strip("/"))
+    with pytest.raises(OSError):
+        await serve("127.0.0.1", port, secret=SECRET, store=store)

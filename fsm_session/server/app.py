@@ -41,7 +41,7 @@ from fsm_session.server.config import ServerConfig, check_secret
 from fsm_session.server.connection import Connection
 from fsm_session.server.limits import Admission, Bucket, PendingSlot
 from fsm_session.server.memory import MemoryTrimmer
-from fsm_session.server.store import MemoryStore, SessionStore, open_store
+from fsm_session.server.store import MemoryStore, SessionStore, check_store_url, open_store
 from fsm_session.server.tokencache import VerifiedTokens
 from fsm_session.server.websocket import Budget, ServerWebSocket, WebSocketClosed
 from fsm_session.tokens import TokenClaims
@@ -92,8 +92,18 @@ async def serve(
     if isinstance(store, SessionStore):
         await _serve_on(host, port, secret, config, ssl_context, store, task_status)
         return
-    async with _running_store(store, config.resume_grace) as opened:
-        await _serve_on(host, port, secret, config, ssl_context, opened, task_status)
+    if check_store_url(store) is None:
+        memory = MemoryStore(resume_grace=config.resume_grace)
+        await _serve_on(host, port, secret, config, ssl_context, memory, task_status)
+        return
+    try:
+        async with _running_store(store, config.resume_grace) as opened:
+            await _serve_on(host, port, secret, config, ssl_context, opened, task_status)
+    except BaseExceptionGroup as group:
+        # The store's task puts what the server raised in a group: raise it as it is.
+        if len(group.exceptions) == 1 and isinstance(group.exceptions[0], Exception):
+            raise group.exceptions[0] from None
+        raise
 
 
 @asynccontextmanager
