@@ -291,9 +291,11 @@ class RedisStore(SessionStore):
     async def _catch_up(self) -> None:
         """After the channel was lost: end the connections whose session another node has
         taken meanwhile (the ``switched`` published then reached nobody)."""
-        for conn, (_, record) in list(self._holders.items()):
-            pid = record.participant.id
-            node, holder = await self._client.hmget(f"{self.prefix}s:{pid}", ["node", "conn"])
+        held = [(conn, record.participant.id) for conn, (_, record) in self._holders.items()]
+        async with self._client.pipeline(transaction=False) as pipe:  # One round trip.
+            asked = [pipe.hmget(f"{self.prefix}s:{pid}", ["node", "conn"]) for _, pid in held]
+        for (conn, pid), request in zip(held, asked, strict=True):
+            node, holder = await request
             if node and (node, holder) != (self.node, conn):
                 self._switched(conn, pid)
 
