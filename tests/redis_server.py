@@ -42,7 +42,9 @@ def free_port() -> int:
 class RedisServer:
     """One ``redis-server`` child; :meth:`stop` and :meth:`start` again keep its port."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, persist: bool = False) -> None:
+        # persist: an append-only file synced at every write, so that a restart keeps the data.
+        self.persist = persist
         self.binary = redis_binary()
         self.port = free_port()
         self._dir = tempfile.TemporaryDirectory(prefix="fsm-redis-")
@@ -57,7 +59,9 @@ class RedisServer:
 
     def start(self) -> None:
         argv = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
-        argv += ["--dir", self._dir.name, "--save", "", "--appendonly", "no"]
+        argv += ["--dir", self._dir.name, "--save", ""]
+        argv += ["--appendonly", "yes", "--appendfsync", "always"] if self.persist else []
+        argv += [] if self.persist else ["--appendonly", "no"]
         argv += ["--daemonize", "no", "--loglevel", "notice"]
         process = subprocess.Popen(argv, stdout=subprocess.PIPE)
         self.process = process

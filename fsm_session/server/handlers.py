@@ -199,7 +199,9 @@ class ConnectionState:
         try:
             return await handler(request)
         except StoreUnavailable as exc:
-            logger.warning("%s: the %r request found no store: %s", self.name, request.TYPE, exc)
+            logger.warning(
+                "%s: the %r request found no store: %s", self.name, request.TYPE, f"{exc}"
+            )
             code, rule, why = ErrorCode.STORE_UNAVAILABLE, "P17", _NO_STORE
         except Exception:
             logger.exception("%s: the %r request %d failed", self.name, request.TYPE, request.id)
@@ -232,7 +234,7 @@ class ConnectionState:
                 await self.store.end(self.session)
                 self.session = None
         except StoreUnavailable as exc:  # Kept: connection_closed releases it, or its node.
-            logger.warning("%s: could not end the session: %s", self.name, exc)
+            logger.warning("%s: could not end the session: %s", self.name, f"{exc}")
         logger.info("%s: the access token expired", self.name)
         self.ending = Ending(
             CloseCode.TOKEN_EXPIRED,
@@ -251,7 +253,7 @@ class ConnectionState:
             try:
                 await self.store.drop(session)  # Its node tries again if this fails.
             except StoreUnavailable as exc:
-                logger.warning("%s: could not release the session: %s", self.name, exc)
+                logger.warning("%s: could not release the session: %s", self.name, f"{exc}")
             logger.debug("%s: connection ended; %s resumable", self.name, session.participant.id)
 
     # ----------------------------------------------------------------------------------------

@@ -259,7 +259,7 @@ class RedisStore(SessionStore):
                 await self._call("DROP", pid, self.node, conn, self._grace_ms)
                 del self._unreleased[conn]
         except StoreUnavailable as exc:
-            logger.warning("node %s: cannot reach the session store: %s", self.node, exc)
+            logger.warning("node %s: cannot reach the session store: %s", self.node, f"{exc}")
 
     async def _listen(self) -> None:
         channel = f"{self.prefix}node:{self.node}"
@@ -283,7 +283,8 @@ class RedisStore(SessionStore):
                 pass
             except* (RedisError, OSError, TimeoutError) as group:
                 if not lost:  # Once per outage, not once per attempt.
-                    logger.warning("node %s: lost its channel: %s", self.node, group.exceptions[0])
+                    why = f"{group.exceptions[0]}"  # Text: no record keeps the exception alive.
+                    logger.warning("node %s: lost its channel: %s", self.node, why)
                 lost = True
             await trio.sleep(delay)
             delay = min(RESUBSCRIBE_LAST, 2 * delay)
