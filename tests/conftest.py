@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import gc
 import os
 import secrets
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from functools import partial
 
@@ -56,16 +54,3 @@ def redis_server() -> Iterator[RedisServer]:
     server.start()
     yield server
     server.close()
-
-
-@pytest.fixture(autouse=True)
-def _coredis_leftovers(request: pytest.FixtureRequest) -> Iterator[None]:
-    """coredis 6.9 leaves the memory channels of a connection that failed, or was cancelled
-    while it connected, to the garbage collector, which warns (ResourceWarning, silent outside
-    tests). Collect them when a test that used Redis ends (after its servers stopped), so that
-    they cannot fail whichever test the collector happens to run in."""
-    yield
-    if "redis" in request.node.nodeid:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ResourceWarning)
-            gc.collect()

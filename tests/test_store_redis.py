@@ -194,8 +194,6 @@ async def test_p12_r17_a_login_on_another_node_switches_the_first(
         assert (await second.update(name="Alice B."))["type"] == "updated"
 
 
-# coredis 6.9 leaves the channels of a killed connection to the garbage collector, which warns.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_p12_a_switch_published_while_a_node_lost_its_channel_still_arrives(
     nursery: trio.Nursery, redis_server: RedisServer
 ) -> None:
@@ -294,8 +292,6 @@ async def test_r14_resume_racing_the_grace_expiry_is_all_or_nothing(
 # ---------------------------------------------------------------------------------------------
 
 
-# coredis 6.9 leaves the channels of a failed connection to the garbage collector, which warns.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_p17_redis_down_refuses_keeps_the_connection_and_recovers() -> None:
     redis = RedisServer()
     redis.start()
@@ -316,8 +312,6 @@ async def test_p17_redis_down_refuses_keeps_the_connection_and_recovers() -> Non
         await trio.to_thread.run_sync(redis.close)
 
 
-# coredis 6.9 leaves the channels of a failed connection to the garbage collector, which warns.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_p17_a_release_that_failed_while_redis_was_down_is_made_when_it_returns() -> None:
     """A connection drops while Redis is down: its node cannot release the session then, and
     does so by itself once Redis is back (here with its data kept), so another node can resume
