@@ -224,7 +224,7 @@ def graph_from_table(
                 selectors=tuple(_name(selector) for selector in row.when),
                 guards=tuple(_name(guard) for guard in row.guards),
                 actions=tuple(_name(action) for action in row.do),
-                effect=str(row.effect.value),
+                effect=str((row.effect or Effect.NOTHING).value),
                 rules=tuple(row.rule.split()),
                 internal=row.dest is None,
                 index=index,

@@ -42,6 +42,7 @@ from fsm_session.machine import (
     SESSION_TABLE,
     SOCKET_MACHINE,
     SOCKET_TABLE,
+    Effect,
     On,
     SessionCore,
     SessionState,
@@ -93,7 +94,7 @@ def test_graph_matches_the_table(machine: str) -> None:
         assert edge.selectors == tuple(_name(f) for f in row.when)
         assert edge.guards == tuple(g.__name__ for g in row.guards)
         assert edge.actions == tuple(_name(f) for f in row.do)
-        assert edge.effect == row.effect.value
+        assert edge.effect == (row.effect or Effect.NOTHING).value
         assert edge.rules == tuple(row.rule.split())
         assert all(rule for rule in edge.rules), f"{edge} names no rule"
 
