@@ -29,6 +29,7 @@ from fsm_session.errors import (
 )
 from fsm_session.machine import SessionState, WebSocketState
 from fsm_session.models import Participant
+from fsm_session.protocol import ErrorCode
 from fsm_session.requests import Outcome
 
 if TYPE_CHECKING:
@@ -155,7 +156,9 @@ async def _resume_once(self: SessionService) -> tuple[SessionError | None, bool]
                 await transport.send(serial, frame, now + proto.request_timeout)
             return None, False
         except (TokenError, BackendError, TransitionNotAllowed) as refusal:
-            return refusal, True  # the token, an unknown participant, another one (R18)
+            # The token, an unknown participant, another one (R18) are final; a backend whose
+            # session store is unavailable has decided nothing yet (P17): try again.
+            return refusal, refusal.code != ErrorCode.STORE_UNAVAILABLE
         except SessionError as transient:
             return transient, False
     return ConnectionLost(f"no resume within {timeout} s", rule="R14"), False
