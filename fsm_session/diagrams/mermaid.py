@@ -50,12 +50,16 @@ def _highlight(graph: Graph, highlight: Highlight) -> list[str]:
 
 
 def _legend(graph: Graph) -> list[str]:
-    kinds = "; ".join(f"{kind_marker(kind, 'name')} {title}" for kind, title in KIND_TITLES.items())
+    # One line each: a ';' would end a Mermaid statement.
+    kinds = [
+        f"        {kind_marker(kind, 'name')} is a {title}" for kind, title in KIND_TITLES.items()
+    ]
     return [
         f"    note right of {graph.initial}",
         "        Legend",
-        f"        {kinds}",
-        "        {R2} the rules its guards enforce, [name] the selector that picks the state",
+        *kinds,
+        "        {R2} the rules its guards enforce",
+        "        [name] the selector that picks the next state",
         "        / effect the I/O asked of the driver",
         "        lines inside a state stay in that state",
         "    end note",
