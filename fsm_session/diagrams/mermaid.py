@@ -25,7 +25,7 @@ ACCENT: Final = "#d84315"
 def header(graph: Graph) -> str:
     """Where a generated file comes from, without a path, a version or a time."""
     where = f" ({graph.module})" if graph.module else ""
-    return f"Generated from {graph.table_name}{where} by `make diagrams`; do not edit."
+    return f"Generated from {graph.table_name}{where} by fsm_session.diagrams; do not edit."
 
 
 def _safe(text: str) -> str:
