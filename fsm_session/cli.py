@@ -130,7 +130,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _diagram(args: argparse.Namespace) -> int:
     from fsm_session.diagrams import diagram_command
 
-    return diagram_command(args.machine, args.format, args.highlight, args.output)
+    return diagram_command(args.machine, args.format, args.highlight, args.output, full=args.full)
 
 
 def _paths(args: argparse.Namespace) -> int:
@@ -236,6 +236,11 @@ def parser() -> argparse.ArgumentParser:
         help="what to draw",
     )
     diagram.add_argument("--highlight", metavar="STATE", help="fill this state")
+    diagram.add_argument(
+        "--full",
+        action="store_true",
+        help="every selector and guard of every row (default: the readable view, with a legend)",
+    )
     diagram.add_argument(
         "-o", "--output", metavar="FILE", help="write here instead of standard output"
     )
