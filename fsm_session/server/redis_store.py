@@ -27,7 +27,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
 import coredis
@@ -37,9 +36,8 @@ from coredis.retry import NoRetryPolicy
 
 from fsm_session.models import Participant, ParticipantInfo
 from fsm_session.server import redis_scripts as lua
-from fsm_session.server.config import ConfigurationError
 from fsm_session.server.registry import Holder, SessionRecord, random_participant_id
-from fsm_session.server.store import SessionStore, SessionView, StoreUnavailable
+from fsm_session.server.store import RedisURL, SessionStore, SessionView, StoreUnavailable
 
 __all__ = ["RedisStore"]
 
@@ -104,28 +102,18 @@ class RedisStore(SessionStore):
 
     @classmethod
     @asynccontextmanager
-    async def connect(cls, url: str, *, resume_grace: float) -> AsyncIterator[RedisStore]:
-        """A store on ``redis://HOST:PORT/DB[?prefix=P&lease=SECONDS]``, connected inside the
-        block; on the way out the node leaves, releasing whatever it still holds."""
-        parts = urlsplit(url)
-        options = dict(parse_qsl(parts.query))
-        try:
-            prefix = options.pop("prefix", "fsm:")
-            lease = float(options.pop("lease", DEFAULT_LEASE))
-        except ValueError as exc:
-            raise ConfigurationError(f"bad store option in {url!r}: {exc}") from None
-        if not lease > 0:
-            raise ConfigurationError("the store's lease must be a positive number of seconds")
-        plain = urlunsplit(parts._replace(query=urlencode(options)))
+    async def connect(cls, url: RedisURL, *, resume_grace: float) -> AsyncIterator[RedisStore]:
+        """A store on ``url`` (see :func:`~fsm_session.server.store.check_store_url`), connected
+        inside the block; on the way out the node leaves, releasing whatever it still holds."""
         client: coredis.Redis[str] = coredis.Redis.from_url(
-            plain,
+            url.url,
             decode_responses=True,
             stream_timeout=CALL_TIMEOUT,
             connect_timeout=CALL_TIMEOUT,
             retry_policy=NoRetryPolicy(),
         )
         async with client:
-            store = cls(client, resume_grace=resume_grace, prefix=prefix, lease=lease)
+            store = cls(client, resume_grace=resume_grace, prefix=url.prefix, lease=url.lease)
             try:
                 yield store
             finally:

@@ -17,11 +17,13 @@ changes nothing; the handler answers ``store_unavailable`` (P17) and the connect
 
 from __future__ import annotations
 
+import math
 import os
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import trio
 
@@ -32,9 +34,11 @@ from fsm_session.server.registry import Holder, Registry, SessionRecord
 __all__ = [
     "STORE_ENV",
     "MemoryStore",
+    "RedisURL",
     "SessionStore",
     "SessionView",
     "StoreUnavailable",
+    "check_store_url",
     "open_store",
     "store_from_env",
 ]
@@ -157,6 +161,40 @@ def store_from_env(environ: Mapping[str, str] | None = None) -> str | None:
     return value or None
 
 
+@dataclass(frozen=True, slots=True)
+class RedisURL:
+    """A Redis store URL read: the server's URL, the key prefix, the node lease in seconds."""
+
+    url: str
+    prefix: str = "fsm:"
+    lease: float = 3.0
+
+
+def check_store_url(url: str | None) -> RedisURL | None:
+    """``None`` for the memory store (``None`` or ``"memory"``), else the Redis store's URL read:
+    ``redis://HOST:PORT/DB[?prefix=P&lease=SECONDS]``. Raises
+    :class:`~fsm_session.server.config.ConfigurationError` for anything else."""
+    if url is None or url == "memory":
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ConfigurationError(
+            f"unknown session store {url!r}: use 'memory' or redis://HOST:PORT/DB"
+        )
+    options = dict(parse_qsl(parts.query))
+    prefix = options.pop("prefix", "fsm:")
+    try:
+        lease = float(options.pop("lease", "3"))
+    except ValueError:
+        lease = math.nan
+    if not 0 < lease < math.inf:
+        raise ConfigurationError("the store's lease must be a positive number of seconds")
+    if not prefix:
+        raise ConfigurationError("the store's key prefix must not be empty")
+    plain = urlunsplit(parts._replace(query=urlencode(options)))
+    return RedisURL(plain, prefix, lease)
+
+
 @asynccontextmanager
 async def open_store(url: str | None, *, resume_grace: float) -> AsyncIterator[SessionStore]:
     """The store ``url`` names, ready, with its background work running inside the block.
@@ -165,18 +203,15 @@ async def open_store(url: str | None, *, resume_grace: float) -> AsyncIterator[S
     :class:`~fsm_session.server.redis_store.RedisStore` (needs the ``redis`` extra). Raises
     :class:`~fsm_session.server.config.ConfigurationError` for any other URL.
     """
-    if url is None or url == "memory":
+    redis_url = check_store_url(url)
+    if redis_url is None:
         yield MemoryStore(resume_grace=resume_grace)
         return
-    if not url.startswith(("redis://", "rediss://")):
-        raise ConfigurationError(
-            f"unknown session store {url!r}: use 'memory' or redis://HOST:PORT/DB"
-        )
     try:
         from fsm_session.server.redis_store import RedisStore
     except ImportError as exc:  # coredis is an optional dependency.
         raise ConfigurationError(
             "the Redis store needs coredis: pip install 'fsm_session[redis]'"
         ) from exc
-    async with RedisStore.connect(url, resume_grace=resume_grace) as store:
+    async with RedisStore.connect(redis_url, resume_grace=resume_grace) as store:
         yield store
