@@ -9,6 +9,7 @@ build step. Safe by default: loopback only unless given an access token, read-on
 memory per browser.
 """
 
+from fsm_session.inspector.backend import ServerObserver
 from fsm_session.inspector.board import Board, SessionView, Transition, Watcher
 from fsm_session.inspector.client import Inspector, open_inspector
 from fsm_session.inspector.web import InspectorServer, InspectorSetupError, is_loopback
@@ -18,6 +19,7 @@ __all__ = [
     "Inspector",
     "InspectorServer",
     "InspectorSetupError",
+    "ServerObserver",
     "SessionView",
     "Transition",
     "Watcher",

@@ -38,7 +38,7 @@ from fsm_session.server.config import ServerConfig, check_secret
 from fsm_session.server.handlers import ConnectionState
 from fsm_session.server.limits import Admission, Bucket, PendingSlot
 from fsm_session.server.memory import MemoryTrimmer
-from fsm_session.server.registry import Registry
+from fsm_session.server.registry import Observer, Registry
 from fsm_session.server.tokencache import VerifiedTokens
 from fsm_session.server.websocket import Budget, ServerWebSocket, WebSocketClosed
 from fsm_session.tokens import TokenClaims
@@ -55,6 +55,7 @@ async def serve(
     secret: str,
     config: ServerConfig | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    observer: Observer | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the protocol on ``host``:``port`` until cancelled.
@@ -67,7 +68,8 @@ async def serve(
     With ``ssl_context`` (a server-side context holding the certificate and its key, say
     ``ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)`` after ``load_cert_chain``), every
     connection speaks TLS first and the URL is ``wss://HOST:PORT/``. The TLS handshake counts
-    against the WebSocket handshake's timeout.
+    against the WebSocket handshake's timeout. ``observer`` is told of every change of the
+    sessions (the live inspector of ``fsm-session serve --inspect``).
 
     When cancelled, it stops accepting at once, closes every connection with 1001 and waits,
     shielded, at most ``config.drain_timeout`` seconds for the clients to answer, then returns
@@ -87,7 +89,7 @@ async def serve(
                 await extra.aclose()
             listeners = listeners[:1]
         url = _url(listeners[0], "ws" if ssl_context is None else "wss")
-        server = _Server(secret, config, ssl_context)
+        server = _Server(secret, config, ssl_context, observer)
         async with trio.open_nursery() as connections:
             connections.start_soon(server.trimmer.run)
             try:
@@ -166,12 +168,16 @@ class _Server:
     """What the connections of one ``serve()`` call share."""
 
     def __init__(
-        self, secret: str, config: ServerConfig, ssl_context: ssl.SSLContext | None = None
+        self,
+        secret: str,
+        config: ServerConfig,
+        ssl_context: ssl.SSLContext | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.secret = secret
         self.config = config
         self.ssl_context = ssl_context
-        self.registry = Registry(resume_grace=config.resume_grace)
+        self.registry = Registry(resume_grace=config.resume_grace, observer=observer)
         self.tokens = VerifiedTokens(secret)
         self.admission = Admission(
             max_open=config.max_connections,

@@ -22,7 +22,7 @@ from typing import Protocol
 
 from fsm_session.models import Participant, ParticipantInfo
 
-__all__ = ["Holder", "Registry", "SessionRecord", "random_participant_id"]
+__all__ = ["Holder", "Observer", "Registry", "SessionRecord", "random_participant_id"]
 
 
 class Holder(Protocol):
@@ -30,6 +30,16 @@ class Holder(Protocol):
 
     def session_ended(self, reason: str) -> None:
         """The session this holder held has ended for ``reason`` (``"switched"``)."""
+
+
+class Observer(Protocol):
+    """Told of every change of the sessions, synchronously (the live inspector). Must not raise.
+
+    ``change`` is ``opened``, ``updated``, ``closed``, ``switched`` (taken by another
+    connection), ``dropped`` (waits to be resumed), ``resumed`` or ``expired``.
+    """
+
+    def session_changed(self, change: str, record: SessionRecord) -> None: ...
 
 
 def random_participant_id() -> str:
@@ -57,9 +67,14 @@ class Registry:
     """The participants and sessions of one server; see the module's docstring."""
 
     def __init__(
-        self, *, resume_grace: float, new_id: Callable[[], str] = random_participant_id
+        self,
+        *,
+        resume_grace: float,
+        new_id: Callable[[], str] = random_participant_id,
+        observer: Observer | None = None,
     ) -> None:
         self.resume_grace = resume_grace
+        self.observer = observer
         self._new_id = new_id
         self._ids: dict[str, str] = {}
         self._sessions: dict[str, SessionRecord] = {}
@@ -117,6 +132,7 @@ class Registry:
             if previous.holder is not None and previous.holder is not holder:
                 previous.holder.session_ended("switched")
             previous.holder = None
+            self._tell("switched", previous)
         record = SessionRecord(
             participant=Participant(id=pid, info=participant_info),
             external_id=external_id,
@@ -124,6 +140,7 @@ class Registry:
             holder=holder,
         )
         self._sessions[pid] = record
+        self._tell("opened", record)
         return record
 
     def update(self, record: SessionRecord, name: str | None, avatar_url: str | None) -> None:
@@ -141,6 +158,7 @@ class Registry:
                 avatar_url=current.avatar_url if avatar_url is None else avatar_url,
             ),
         )
+        self._tell("updated", record)
 
     def retoken(self, record: SessionRecord, token_external_id: str | None) -> None:
         """The holder's access token was replaced by one for ``token_external_id``."""
@@ -152,6 +170,7 @@ class Registry:
         if self._sessions.get(pid) is record:
             del self._sessions[pid]
             self._dropped.pop(pid, None)
+            self._tell("closed", record)
         record.holder = None
 
     def drop(self, record: SessionRecord, *, now: float) -> None:
@@ -163,6 +182,7 @@ class Registry:
         record.dropped_at = now
         self._dropped.pop(pid, None)
         self._dropped[pid] = record
+        self._tell("dropped", record)
         self.purge(now)
 
     def resume(
@@ -190,6 +210,7 @@ class Registry:
         del self._dropped[participant_id]
         record.holder = holder
         record.dropped_at = None
+        self._tell("resumed", record)
         return record
 
     def purge(self, now: float) -> None:
@@ -201,3 +222,8 @@ class Registry:
                 break
             del self._dropped[pid]
             del self._sessions[pid]
+            self._tell("expired", record)
+
+    def _tell(self, change: str, record: SessionRecord) -> None:
+        if self.observer is not None:
+            self.observer.session_changed(change, record)
