@@ -4,7 +4,9 @@ own services."""
 
 from __future__ import annotations
 
+import importlib.resources
 import json
+import re
 import secrets
 import shutil
 from collections.abc import Callable
@@ -26,6 +28,10 @@ needs_dot = pytest.mark.skipif(
     shutil.which("dot") is None,
     reason="Graphviz's `dot` is not installed: apt-get install graphviz",
 )
+
+
+def _request(port: int, target: str) -> bytes:
+    return f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
 
 
 async def _get(
@@ -54,8 +60,7 @@ async def _events(port: int, count: int) -> list[dict[str, object]]:
     """The first ``count`` server-sent events of the feed (the first one is the snapshot)."""
     with trio.fail_after(10):
         async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
-            request = f"GET /events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
-            await stream.send_all(request.encode())
+            await stream.send_all(_request(port, "/events"))
             data = b""
             while data.count(b"\n\n") < count:  # each event ends with a blank line
                 data += await stream.receive_some(65536)
@@ -157,6 +162,32 @@ async def test_with_a_token_every_request_must_carry_it(nursery: trio.Nursery) -
     assert status == 200 and token.encode() not in body
 
 
+def test_the_page_needs_nothing_from_the_internet() -> None:
+    static = importlib.resources.files("fsm_session.inspector").joinpath("static")
+    names = sorted(item.name for item in static.iterdir())
+    assert names == ["app.css", "app.js", "favicon.svg", "index.html"]
+    for name in names:
+        text = static.joinpath(name).read_text(encoding="utf-8")
+        text = text.replace('xmlns="http://www.w3.org/2000/svg"', "")
+        assert not re.search(r"(https?:)?//[\w.-]+\.\w", text), f"{name} reaches out"
+
+
+async def test_connections_beyond_the_cap_are_closed_unread(nursery: trio.Nursery) -> None:
+    board = Board()
+    server = InspectorServer(board, max_connections=1)
+    await nursery.start(server.serve)
+    async with await trio.open_tcp_stream("127.0.0.1", server.port) as feed:
+        await feed.send_all(_request(server.port, "/events"))
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(board.watchers) == 1
+        with trio.fail_after(10):
+            async with await trio.open_tcp_stream("127.0.0.1", server.port) as extra:
+                assert await extra.receive_some(100) == b""
+    await trio.testing.wait_all_tasks_blocked()
+    assert board.watchers == []  # the feed ended with its connection
+    assert (await _get(server.port, "/app.css"))[0] == 200  # the slot is free again
+
+
 async def test_a_garbled_request_gets_a_400(nursery: trio.Nursery) -> None:
     server = InspectorServer(Board())
     await nursery.start(server.serve)
@@ -176,9 +207,7 @@ async def test_a_browser_that_never_reads_cannot_grow_the_server_or_hold_it(
     server = InspectorServer(board, send_timeout=30.0)
     await nursery.start(server.serve)
     stalled = await trio.open_tcp_stream("127.0.0.1", server.port)
-    await stalled.send_all(
-        f"GET /events HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n\r\n".encode()
-    )
+    await stalled.send_all(_request(server.port, "/events"))
     await trio.testing.wait_all_tasks_blocked()
     (watcher,) = board.watchers
     big = "x" * 65536

@@ -10,7 +10,8 @@ Safe by default:
 - nothing served holds a token or a secret: the board holds none;
 - each browser's feed is a bounded :class:`~fsm_session.inspector.board.Watcher`; a browser that
   does not read only stalls its own connection, and is dropped after ``send_timeout``;
-- one request per connection, a few seconds to send it, and a bounded number of connections.
+- one request per connection, a few seconds to send it, and a bounded number of connections
+  (beyond it a new one is closed unread).
 """
 
 from __future__ import annotations
@@ -129,6 +130,10 @@ class InspectorServer:
     # ------------------------------------------------------------------ one connection
 
     async def _handle(self, stream: trio.SocketStream) -> None:
+        if self._live >= self._max_connections:
+            # Hang up unread: a flood of connections costs nothing but the accept.
+            await trio.aclose_forcefully(stream)
+            return
         self._live += 1
         try:
             async with stream:
@@ -150,9 +155,6 @@ class InspectorServer:
                 await self._send(stream, conn, error.error_status_hint, b"bad request\n")
                 return
         if request is None:
-            return
-        if self._live > self._max_connections:
-            await self._send(stream, conn, 503, b"too many connections\n")
             return
         status, body, kind = self._check(request)
         if status != 200:
