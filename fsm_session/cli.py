@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Sequence
 from functools import partial
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import trio
 
@@ -64,6 +64,7 @@ def _serve(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise CommandError(f"--port must be from 0 to 65535, not {args.port}")
     ssl_context = _server_tls(args.certfile, args.keyfile)
+    inspector = _server_inspector(args)
     config = ServerConfig()
     store = args.store if args.store is not None else store_from_env()
     try:
@@ -87,9 +88,13 @@ def _serve(args: argparse.Namespace) -> int:
                         config=config,
                         ssl_context=ssl_context,
                         store=store,
+                        observer=None if inspector is None else inspector[1],
                     )
                 )
                 print(url, flush=True)  # The first line of stdout: where to connect.
+                if inspector is not None:
+                    page = await nursery.start(inspector[0].serve)
+                    print(f"inspector: {page}", flush=True)
                 async for signum in signals:
                     stopped_by.append(signal.Signals(signum).name)
                     # Cancelling serve() stops accepting and closes every connection with
@@ -112,6 +117,32 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+INSPECTOR_TOKEN_ENV = "FSM_SESSION_INSPECTOR_TOKEN"
+"""The access token of ``serve --inspect``'s page, read from the environment (never argv)."""
+
+
+def _server_inspector(args: argparse.Namespace) -> tuple[Any, Any] | None:
+    """The inspector's HTTP server and the server's observer for ``serve --inspect``."""
+    if not args.inspect:
+        return None
+    from fsm_session.inspector import Board, InspectorServer, InspectorSetupError, ServerObserver
+    from fsm_session.inspector.render import session_rows
+
+    if not 0 <= args.inspect_port <= 65535:
+        raise CommandError(f"--inspect-port must be from 0 to 65535, not {args.inspect_port}")
+    board = Board(rows=session_rows())
+    try:
+        server = InspectorServer(
+            board,
+            host=args.inspect_host,
+            port=args.inspect_port,
+            token=os.environ.get(INSPECTOR_TOKEN_ENV) or None,
+        )
+    except InspectorSetupError as error:
+        raise CommandError(f"{error} (in {INSPECTOR_TOKEN_ENV})") from None
+    return server, ServerObserver(board, node=f"server {args.host}:{args.port}")
+
+
 def _first_leaf(error: BaseException) -> BaseException:
     while isinstance(error, BaseExceptionGroup):
         error = error.exceptions[0]
@@ -131,7 +162,9 @@ def _token(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from fsm_session.demo import main as demo_main
 
-    return demo_main()
+    if not args.pace >= 0:
+        raise CommandError("--pace must be zero or a positive number of seconds")
+    return demo_main(inspect=args.inspect, pace=args.pace)
 
 
 def _diagram(args: argparse.Namespace) -> int:
@@ -209,6 +242,22 @@ def parser() -> argparse.ArgumentParser:
         help="where sessions live: 'memory' (the default) or redis://HOST:PORT/DB, shared by "
         "every node on that database (default: $FSM_SESSION_STORE)",
     )
+    serve.add_argument(
+        "--inspect",
+        action="store_true",
+        help="serve the live inspector's page on a second port and print 'inspector: URL' "
+        "on the second line of stdout",
+    )
+    serve.add_argument(
+        "--inspect-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="the inspector's address; beyond loopback it needs an access token in "
+        "FSM_SESSION_INSPECTOR_TOKEN",
+    )
+    serve.add_argument(
+        "--inspect-port", type=int, default=0, metavar="PORT", help="the inspector's port"
+    )
     serve.set_defaults(run=_serve)
 
     token = command(
@@ -230,6 +279,18 @@ def parser() -> argparse.ArgumentParser:
         "walk the SDK workflow against an embedded server",
         "Start a reference server on a free loopback port, then open, update, close and reopen "
         "a session on it, printing each call, its result or refusal, and every event.",
+    )
+    demo.add_argument(
+        "--inspect",
+        action="store_true",
+        help="show the demo's sessions live in a browser; prints 'inspector: URL' first",
+    )
+    demo.add_argument(
+        "--pace",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long after each call, so that a person can follow in the inspector",
     )
     demo.set_defaults(run=_demo)
 

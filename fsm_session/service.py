@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, cast, overload
+from typing import Any, Protocol, cast, overload
 
 import trio
 
@@ -32,6 +32,7 @@ from fsm_session.errors import (
     SessionError,
     SessionNotOpen,
 )
+from fsm_session.events import Event
 from fsm_session.machine import MISSING, Effect, On, SessionState, WebSocketState
 from fsm_session.models import Participant, ParticipantInfo
 from fsm_session.protocol import Message
@@ -44,6 +45,7 @@ __all__ = [
     "EventsDropped",
     "ReconnectPolicy",
     "ServiceConfig",
+    "ServiceWatcher",
     "SessionService",
     "open_session_service",
 ]
@@ -68,6 +70,22 @@ class ServiceConfig:
     """Events a subscriber may fall behind by before its stream ends with ``EventsDropped``."""
 
 
+class ServiceWatcher(Protocol):
+    """Sees services' events as they happen, such as the live inspector (``fsm_session.inspector``).
+
+    ``follow`` is called once, as the service starts, and calls ``service.watch(self)``. Then
+    ``service_event`` is called synchronously with every event the service publishes (after its
+    machine moved, so ``service.last_transition`` is the row taken), and ``service_ended`` once
+    when the service ends. None may raise or wait.
+    """
+
+    def follow(self, service: SessionService) -> None: ...
+
+    def service_event(self, service: SessionService, event: Event) -> None: ...
+
+    def service_ended(self, service: SessionService) -> None: ...
+
+
 class SessionService:
     """A client's session with a backend. Create it with :func:`open_session_service`."""
 
@@ -80,6 +98,7 @@ class SessionService:
         "_reconnector",
         "_token",
         "_transport",
+        "_watchers",
         "_work",
         "config",
     )
@@ -98,9 +117,10 @@ class SessionService:
         claims = tokens.read_claims(access_token)
         self.config = config = config or ServiceConfig()
         self._hub = Hub()
+        self._watchers: list[ServiceWatcher] = []
         self._proto = ClientProtocol(
             token_external_id=claims.external_id,
-            on_event=self._hub.publish,
+            on_event=self._publish,
             request_timeout=config.request_timeout,
             logout_timeout=config.logout_timeout,
             policy=config.reconnect,
@@ -330,6 +350,15 @@ class SessionService:
         """How many ``subscribe()`` blocks are open (a leak check for tests)."""
         return len(self._hub.subscribers)
 
+    def watch(self, watcher: ServiceWatcher) -> None:
+        """Tell ``watcher`` of every event from now on, and of the service's end."""
+        self._watchers.append(watcher)
+
+    def _publish(self, event: Event) -> None:
+        self._hub.publish(event)
+        for watcher in self._watchers:
+            watcher.service_event(self, event)
+
     # ------------------------------------------------------------------ what the transport reports
 
     def _frame(self, serial: int, message: Message) -> None:
@@ -374,6 +403,7 @@ async def open_session_service(
     config: ServiceConfig | None = None,
     ssl_context: ssl.SSLContext | None = None,
     open_stream: StreamOpener | None = None,
+    inspector: ServiceWatcher | None = None,
 ) -> AsyncIterator[SessionService]:
     """A session service for the backend at ``url`` (``ws://`` or ``wss://``), CLOSED at first.
 
@@ -383,7 +413,8 @@ async def open_session_service(
     expiry for a fresh token (rule R16). For ``wss://``, ``ssl_context`` says whom to trust
     (by default the system's trust store). ``open_stream``, an async callable that returns a
     connected ``trio.abc.Stream``, replaces the TCP connection to the URL's host (the in-memory
-    backend of ``fsm_session.testing`` uses it).
+    backend of ``fsm_session.testing`` uses it). ``inspector`` (an
+    :class:`~fsm_session.inspector.Inspector`) shows the session live in a browser.
     """
     try:
         async with trio.open_nursery() as nursery:
@@ -396,12 +427,16 @@ async def open_session_service(
                 ssl_context=ssl_context,
                 open_stream=open_stream,
             )
+            if inspector is not None:
+                inspector.follow(service)
             try:
                 yield service
             finally:
                 with trio.CancelScope(shield=True):
                     await service.close()
                     service._hub.end()
+                    for watcher in service._watchers:
+                        watcher.service_ended(service)
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         # Let one error out of the nursery as itself, not inside an exception group.

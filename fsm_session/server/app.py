@@ -39,6 +39,7 @@ from fsm_session.server.config import ServerConfig, check_secret
 from fsm_session.server.connection import Connection
 from fsm_session.server.limits import Admission, Bucket, PendingSlot
 from fsm_session.server.memory import MemoryTrimmer
+from fsm_session.server.observe import ObservedStore, Observer
 from fsm_session.server.store import MemoryStore, SessionStore, open_store
 from fsm_session.server.tokencache import VerifiedTokens
 from fsm_session.server.websocket import Budget, ServerWebSocket, WebSocketClosed
@@ -57,6 +58,7 @@ async def serve(
     config: ServerConfig | None = None,
     ssl_context: ssl.SSLContext | None = None,
     store: str | SessionStore | None = None,
+    observer: Observer | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the protocol on ``host``:``port`` until cancelled.
@@ -77,6 +79,9 @@ async def serve(
     (``specs/protocol.md``, "More than one node"), or a
     :class:`~fsm_session.server.store.SessionStore` the caller runs.
 
+    ``observer`` is told of every change of the sessions, read-only (the live inspector of
+    ``fsm-session serve --inspect``; see :mod:`fsm_session.server.observe`).
+
     When cancelled, it stops accepting at once, closes every connection with 1001 and waits,
     shielded, at most ``config.drain_timeout`` seconds for the clients to answer, then returns
     (re-raising the cancellation).
@@ -88,14 +93,22 @@ async def serve(
     check_secret(secret)
     config = ServerConfig() if config is None else config
     if isinstance(store, SessionStore):
-        await _serve_on(host, port, secret, config, ssl_context, store, task_status)
+        if observer is None:
+            await _serve_on(host, port, secret, config, ssl_context, store, task_status)
+            return
+        observed = ObservedStore(store, observer)
+        async with trio.open_nursery() as background:
+            background.start_soon(observed.watch)  # the caller runs the store itself
+            await _serve_on(host, port, secret, config, ssl_context, observed, task_status)
+            background.cancel_scope.cancel()
         return
     async with (
         open_store(store, resume_grace=config.resume_grace) as opened,
         trio.open_nursery() as background,
     ):
-        await background.start(opened.run)
-        await _serve_on(host, port, secret, config, ssl_context, opened, task_status)
+        active = opened if observer is None else ObservedStore(opened, observer)
+        await background.start(active.run)
+        await _serve_on(host, port, secret, config, ssl_context, active, task_status)
 
 
 async def _serve_on(
