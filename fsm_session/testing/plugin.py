@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -33,12 +32,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pytest
 import trio
 
-from fsm_session import tokens
 from fsm_session.service import ServiceConfig, SessionService, open_session_service
 from fsm_session.testing.portal import TrioPortal
 
 if TYPE_CHECKING:  # the kit needs Hypothesis: imported by the fixture that runs it
-    from fsm_session.testing.conformance import ConformanceReport, MintToken
+    from fsm_session.testing.conformance import ConformanceReport
+    from fsm_session.testing.credentials import MintToken
     from fsm_session.testing.memory import MemoryBackend
 
 __all__ = ["Backend", "PortalSession"]
@@ -110,10 +109,9 @@ def fsm_session_backend(request: pytest.FixtureRequest, fsm_session_portal: Trio
 
 
 def _minter(secret: str) -> MintToken:
-    def mint(external_id: str | None, /, *, ttl: float = 3600.0) -> str:
-        return tokens.mint(secret, external_id=external_id, ttl=ttl, now=time.time())
+    from fsm_session.testing.credentials import token_minter
 
-    return mint
+    return token_minter(secret)
 
 
 @pytest.fixture
