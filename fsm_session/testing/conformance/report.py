@@ -11,9 +11,24 @@ from fsm_session.machine import SessionState
 S = SessionState
 
 CHECKS: Final[dict[str, str]] = {
-    "P1": "a token signed with another secret is refused at the handshake",
-    "P4": "each request gets exactly one reply, in order, carrying its id; no duplicate frames",
-    "P8": "close is answered with closed (same id) before the socket closes",
+    "P1": "the upgrade: subprotocol selected; no, bad or foreign token, wrong claim types, "
+    "expired token and no subprotocol refused with the status and code of the table",
+    "P2": "text JSON objects only: binary closes 1003, over the size limit (all fragments) "
+    "1009, not JSON, BOM, unknown type, wrong member types answered and the connection served",
+    "P3": "request ids: readable ids, strictly increasing, used up by refused frames",
+    "P4": "one reply per request, in order, carrying its id; the order of the checks",
+    "P5": "error replies: id, code, message and the rule the table gives the code",
+    "P6": "open: the participant as sent with the token's external ID; the order of its checks",
+    "P7": "update: values applied, null unchanged, session_not_open without a session",
+    "P8": "close is answered with closed (same id), also without a session",
+    "P9": "resume: a dropped session is taken up, same participant; others are unknown",
+    "P10": "token: a valid token is accepted with its claims; a foreign one refused (R16)",
+    "P11": "an expired token ends the connection: ended token_expired, then close 4002",
+    "P12": "the same external ID opened elsewhere: ended switched, then close 4001",
+    "P13": "a silent connection is closed with 4003 after the idle timeout",
+    "P14": "a burst over the rate is answered rate_limited (rule P14) in order, with its ids",
+    "P15": "framing errors close with the RFC 6455 code, the close frame before the TCP close",
+    "P16": "no access token in any message, close reason or handshake rejection",
     "R2": "the backend refuses info outside the limits (invalid_participant_info)",
     "R3": "the backend refuses an external ID other than the token's (external_id_mismatch), "
     "even from a client that skips its own guard",
@@ -30,6 +45,8 @@ CHECKS: Final[dict[str, str]] = {
     "R12": "a session opens and closes any number of times",
     "R13": "a refused call changes nothing",
     "R14": "a session whose connection dropped is resumed, same participant (P9)",
+    "R15": "the backend answers a ping with a pong, and pings keep a connection open",
+    "R16": "the backend refuses an invalid or expired token sent with token (R16 codes)",
     "R17": "opening the same external ID elsewhere ends the first session, same participant ID",
 }
 
@@ -42,11 +59,19 @@ counts as covered."""
 class RuleViolation(AssertionError):
     """A backend broke ``rule``; ``steps`` are the calls that showed it, in order."""
 
-    def __init__(self, rule: str, message: str, steps: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        rule: str,
+        message: str,
+        steps: tuple[str, ...] = (),
+        frames: tuple[str, ...] = (),
+    ) -> None:
         super().__init__(f"{rule}: {message}")
         self.rule = rule
         self.message = message
         self.steps = steps
+        self.frames = frames
+        """The last frames exchanged before it was seen (``-> `` sent, ``<- `` received)."""
 
 
 @dataclass(slots=True)
@@ -62,6 +87,18 @@ class RuleResult:
     """``probe``, ``path`` or ``hypothesis``."""
     seconds: float | None = None
     """Seconds from the start of the run to the first detection."""
+    frames: tuple[str, ...] = ()
+    """The last frames exchanged when the failure was seen."""
+    tried: list[str] = field(default_factory=list)
+    """What the run tried against this rule (probes; paths and exploration are counted apart)."""
+    skipped: str = ""
+    """Why the rule was not exercised (an option not given), or empty."""
+
+    @property
+    def seen(self) -> str:
+        if not self.passed:
+            return self.message
+        return f"not run: {self.skipped}" if self.skipped else "as written"
 
 
 Row = tuple[str, int]
@@ -119,12 +156,19 @@ class ConformanceReport:
 def _lines(report: ConformanceReport) -> Iterator[str]:
     yield f"conformance of {report.url}: {'PASS' if report.ok else 'FAIL'}"
     yield ""
-    yield "| rule | verdict | found by | after (s) | check |"
-    yield "| --- | --- | --- | --- | --- |"
+    yield "| rule | verdict | found by | after (s) | tried | seen |"
+    yield "| --- | --- | --- | --- | --- | --- |"
     for rule_id, result in report.rules.items():
         verdict = "passed" if result.passed else "BROKEN"
+        if result.passed and result.skipped:
+            verdict = "not run"
         after = "" if result.seconds is None else f"{result.seconds:.2f}"
-        yield f"| {rule_id} | {verdict} | {result.found_by} | {after} | {result.description} |"
+        tried = "; ".join(result.tried) if result.tried else result.description
+        seen = result.seen.replace("|", "/")
+        yield (
+            f"| {rule_id} | {verdict} | {result.found_by} | {after} | {tried.replace('|', '/')}"
+            f" | {seen} |"
+        )
     yield ""
     reachable = report.reachable
     covered = len(report.covered & set(reachable))
@@ -145,6 +189,10 @@ def _lines(report: ConformanceReport) -> Iterator[str]:
         yield "  shortest failing sequence:"
         for n, step in enumerate(result.steps, 1):
             yield f"    {n}. {step}"
+        if result.frames:
+            yield "  frames exchanged (last ones):"
+            for frame in result.frames:
+                yield f"    {frame}"
     for note in report.inconclusive[:10]:
         yield f"inconclusive: {note}"
 

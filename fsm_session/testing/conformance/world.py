@@ -20,7 +20,9 @@ from fsm_session.service import (
     SessionService,
     open_session_service,
 )
+from fsm_session.testing.conformance.frames import problem_of
 from fsm_session.testing.conformance.report import Row, RuleViolation
+from fsm_session.testing.conformance.wire import Target
 from fsm_session.testing.credentials import MintToken
 from fsm_session.testing.proxy import Frame, LoopbackProxy
 
@@ -38,8 +40,11 @@ _CODES_INCONCLUSIVE: Final = frozenset({"rate_limited"})
 class _World:
     """What one run has learned and found, shared by every client it creates."""
 
-    def __init__(self, url: str, mint: MintToken, config: ServiceConfig) -> None:
+    def __init__(
+        self, url: str, mint: MintToken, config: ServiceConfig, target: Target | None = None
+    ) -> None:
         self.url = url
+        self.target = Target(url) if target is None else target
         self.mint = mint
         self.config = config
         self.ids: dict[str, str] = {}
@@ -100,7 +105,12 @@ class _Client:
 
     def _on_frame(self, frame: Frame) -> None:
         self.note()
-        if frame.sender == "client" or frame.type is None:
+        if frame.sender == "client" or frame.text is None:
+            return
+        found = problem_of(frame.text)
+        if found is not None:  # every frame the backend sends, held against the protocol
+            self._defer(*found)
+        if frame.type is None:
             return
         conn = frame.connection
         if frame.type == "ended":
@@ -178,7 +188,7 @@ class _Client:
     def _defer(self, rule: str, message: str) -> None:
         """A violation seen by the proxy: raised by the call that is running (``check``)."""
         if rule not in self.world.skip and self._pending is None:
-            self._pending = RuleViolation(rule, message, tuple(self.steps))
+            self._pending = RuleViolation(rule, message, tuple(self.steps), self.frames())
 
     def check(self) -> None:
         pending, self._pending = self._pending, None
@@ -188,7 +198,16 @@ class _Client:
     def fail(self, rule: str, message: str) -> None:
         if rule in self.world.skip:
             return
-        raise RuleViolation(rule, message, tuple(self.steps))
+        raise RuleViolation(rule, message, tuple(self.steps), self.frames())
+
+    def frames(self, last: int = 8) -> tuple[str, ...]:
+        """The last text frames through this client's proxy, for a report."""
+        texts = [f for f in self.proxy.frames if f.text is not None][-last:]
+        return tuple(
+            f"{'->' if f.sender == 'client' else '<-'} (connection {f.connection}) "
+            f"{(f.text or '')[:200]}"
+            for f in texts
+        )
 
     def check_flags(self) -> None:
         service = self.service
@@ -355,7 +374,7 @@ async def _host(
     task_status: trio.TaskStatus[_Hosted],
 ) -> None:
     done = trio.Event()
-    proxy = LoopbackProxy(world.url)
+    proxy = LoopbackProxy(world.url, ssl_context=world.target.tls)
     try:
         async with trio.open_nursery() as inner:
             url = await proxy.start(inner)
