@@ -180,9 +180,39 @@ def _paths(args: argparse.Namespace) -> int:
 
 
 def _conform(args: argparse.Namespace) -> int:
-    from fsm_session.testing.conformance import conform_command
+    try:
+        from fsm_session.testing.conformance import conform_command
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("hypothesis", "jsonschema"):
+            raise
+        raise CommandError(
+            f"the conformance kit needs {exc.name}: pip install 'fsm_session[testing]'"
+        ) from None
+    return conform_command(
+        args.url,
+        examples=args.examples,
+        seed=args.seed,
+        time_factor=args.timeout,
+        json_path=args.json,
+        cafile=args.cafile,
+        idle_timeout=args.idle_timeout,
+    )
 
-    return conform_command(args.url, examples=args.examples, seed=args.seed)
+
+def _count(text: str) -> int:
+    """An argparse type: an integer of 0 or more."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
+def _factor(text: str) -> float:
+    """An argparse type: a positive number."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return value
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -337,13 +367,31 @@ def parser() -> argparse.ArgumentParser:
         f"check a backend against the written rules (needs {SECRET_ENV})",
         "Run the conformance kit against the backend at URL, minting tokens with "
         f"{SECRET_ENV}. Prints a per-rule table, the transition coverage and the shortest "
-        "failing sequence of each broken rule; exits 1 when a rule is broken.",
+        "failing sequence of each broken rule. Exits 0 when conformant, 1 when a rule is "
+        "broken, 2 for a usage or setup problem, 3 when the backend cannot be checked.",
     )
     conform.add_argument("url", metavar="URL", help="the backend, e.g. ws://127.0.0.1:8765/")
     conform.add_argument(
-        "--examples", type=int, default=15, help="Hypothesis examples to explore (0: none)"
+        "--examples", type=_count, default=15, help="Hypothesis examples to explore (0: none)"
     )
     conform.add_argument("--seed", type=int, default=0, help="the seed of the exploration")
+    conform.add_argument(
+        "--timeout",
+        type=_factor,
+        default=1.0,
+        metavar="FACTOR",
+        help="scale every wait of the kit, for a backend farther away than loopback",
+    )
+    conform.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH")
+    conform.add_argument(
+        "--cafile", metavar="PEM", help="trust this CA for a wss:// URL (default: the system's)"
+    )
+    conform.add_argument(
+        "--idle-timeout",
+        type=_factor,
+        metavar="SECONDS",
+        help="the backend's idle timeout, to check P13 (not checked without it)",
+    )
     conform.set_defaults(run=_conform)
     return top
 
