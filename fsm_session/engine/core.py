@@ -55,7 +55,7 @@ class Core:
             raise error(refusal.reason, rule=refusal.rule, trigger=trigger, state=self.state)
         if not event.trigger(self, **kwargs):  # pragma: no cover - check_definition forbids it
             raise InvalidDefinition(f"no row of {self.state.name} applies to {trigger!r}")
-        effect = cast(On, self.last).effect
+        effect = self.last.effect  # type: ignore[union-attr]  # the row just taken
         return self._no_effect if effect is None else effect
 
     _fire = fire
