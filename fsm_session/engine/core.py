@@ -145,6 +145,11 @@ def declare(
     if default_refusal is not None:
         for trigger in sorted(triggers):
             refusing.setdefault(trigger, default_refusal)
+    if "definition" in vars(model):
+        raise InvalidDefinition(
+            f"{model.__name__} already carries the {model.definition.name} machine; "
+            "declare each machine on a model class of its own"
+        )
     check_definition(table, start, refusing, model)
     for trigger in {*(kinds or {}), *(samples or {})} - triggers:
         raise InvalidDefinition(f"kinds or samples name {trigger!r}, which no row uses")
