@@ -57,13 +57,19 @@ def _server_tls(certfile: str | None, keyfile: str | None) -> ssl.SSLContext | N
 def _serve(args: argparse.Namespace) -> int:
     """Run the server until SIGINT or SIGTERM; exit 0 after a clean stop, 2 when it cannot
     start (no secret, a bad option, the address in use), each time with one line on stderr."""
-    from fsm_session.server import ServerConfig, serve
+    from fsm_session.server import ConfigurationError, ServerConfig, serve
+    from fsm_session.server.store import check_store_url, store_from_env
 
     secret = _secret()
     if not 0 <= args.port <= 65535:
         raise CommandError(f"--port must be from 0 to 65535, not {args.port}")
     ssl_context = _server_tls(args.certfile, args.keyfile)
     config = ServerConfig()
+    store = args.store if args.store is not None else store_from_env()
+    try:
+        check_store_url(store)
+    except ConfigurationError as error:
+        raise CommandError(error) from None
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s"
     )
@@ -80,6 +86,7 @@ def _serve(args: argparse.Namespace) -> int:
                         secret=secret,
                         config=config,
                         ssl_context=ssl_context,
+                        store=store,
                     )
                 )
                 print(url, flush=True)  # The first line of stdout: where to connect.
@@ -195,6 +202,12 @@ def parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--keyfile", metavar="FILE", help="the PEM private key of --certfile, if not in it"
+    )
+    serve.add_argument(
+        "--store",
+        metavar="URL",
+        help="where sessions live: 'memory' (the default) or redis://HOST:PORT/DB, shared by "
+        "every node on that database (default: $FSM_SESSION_STORE)",
     )
     serve.set_defaults(run=_serve)
 

@@ -84,6 +84,7 @@ class ErrorCode:
     INVALID_TOKEN: Final = "invalid_token"
     TOKEN_EXPIRED: Final = "token_expired"
     INTERNAL_ERROR: Final = "internal_error"
+    STORE_UNAVAILABLE: Final = "store_unavailable"
 
 
 class CloseCode:

@@ -29,7 +29,6 @@ from fsm_session.client_protocol import ClientProtocol, Pending, ReconnectPolicy
 from fsm_session.errors import (
     ArgumentTypeError,
     RemoteProtocolError,
-    RequestAborted,
     SessionError,
     SessionNotOpen,
 )
@@ -51,7 +50,6 @@ __all__ = [
 
 log = logging.getLogger("fsm_session.service")
 _S = SessionState
-_COMPLAINTS_PER_SECOND = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +120,7 @@ class SessionService:
         self._nursery = nursery
         self._work: list[trio.CancelScope] = []  # a list: it holds one or two
         self._reconnector: trio.CancelScope | None = None
-        self._complaints: list[float] | None = None  # window start, logged, suppressed
+        self._complaints = upkeep.Complaints(log)
         if refresh_token is not None:
             nursery.start_soon(upkeep.keep_token_fresh, self, refresh_token)
 
@@ -207,46 +205,7 @@ class SessionService:
                 return cast(Participant, proto.session.participant)
             if effect is Effect.JOIN_OPEN:
                 return cast(Participant, await wait(request))
-            return await self._carry_open(request)
-
-    async def _carry_open(self, request: Pending) -> Participant:
-        """Connect if needed and send the open, in the caller's task; then wait for it."""
-        proto, transport = self._proto, self._transport
-        with trio.CancelScope() as scope:  # work tied to the session: close() cancels it
-            self._work.append(scope)
-            try:
-                await transport.settle()
-                serial = proto.connection
-                if transport.state is WebSocketState.CLOSED:
-                    serial = await transport.connect(self._token)
-                frame = proto.send(request, serial, now=trio.current_time())
-                if frame is not None:
-                    await transport.send(serial, frame, request.deadline)
-            except SessionError as error:
-                proto.not_sent(request, error)
-            except BaseException:
-                proto.not_sent(
-                    request,
-                    RequestAborted(
-                        "the open was cancelled before it was sent",
-                        trigger="open",
-                        state=_S.OPENING,
-                    ),
-                )
-                raise
-            finally:
-                self._work.remove(scope)
-        try:
-            return cast(Participant, await wait(request))
-        except SessionError:
-            await self._release_socket()
-            raise
-
-    async def _release_socket(self) -> None:
-        """After a failed open: close a socket that now serves no session (shielded)."""
-        proto = self._proto
-        if proto.session.state is _S.CLOSED and proto.open_request is None:
-            await self._transport.close()
+            return await upkeep.carry_open(self, request)
 
     async def update(self, name: str | None = None, avatar_url: str | None = None) -> Participant:
         """Change the name and/or avatar URL; ``None`` leaves a value as it is (R7, R10).
@@ -377,28 +336,10 @@ class SessionService:
         try:
             lost = self._proto.receive(serial, message, now=trio.current_time())
         except RemoteProtocolError as error:
-            self._complain(error)
+            self._complaints.add(error, trio.current_time())
             return
         if lost:
             self._after_loss()
-
-    def _complain(self, error: RemoteProtocolError) -> None:
-        """Log a backend's protocol error, at most a few a second, counting the rest."""
-        now = trio.current_time()
-        if self._complaints is None:
-            self._complaints = [now, 0, 0]
-        complaints = self._complaints
-        if now - complaints[0] >= 1.0:
-            if complaints[2]:
-                log.warning(
-                    "%d more protocol errors from the backend were not logged", complaints[2]
-                )
-            complaints[:] = [now, 0, 0]
-        if complaints[1] < _COMPLAINTS_PER_SECOND:
-            complaints[1] += 1
-            log.warning("%s", error)
-        else:
-            complaints[2] += 1
 
     def _dropped(self, serial: int, error: SessionError) -> None:
         reconnect = self._proto.dropped(serial, error, now=trio.current_time())

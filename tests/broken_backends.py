@@ -29,7 +29,7 @@ from fsm_session.protocol import (
     Update,
     Updated,
 )
-from fsm_session.server import app
+from fsm_session.server import app, connection
 from fsm_session.server.handlers import ConnectionState, _error
 from fsm_session.server.websocket import WebSocketClosed
 
@@ -37,35 +37,36 @@ from fsm_session.server.websocket import WebSocketClosed
 class AcceptsMismatchedExternalId(ConnectionState):
     """R3: opens as whatever external ID the client claims."""
 
-    def on_open(self, request: Open) -> Message:
+    async def on_open(self, request: Open) -> Message:
         info = request.info
         if info is not None and info.external_id is not None:
             self.claims = replace(self.claims, external_id=info.external_id)
-        return super().on_open(request)
+        return await super().on_open(request)
 
 
 class ForgetsParticipantIds(ConnectionState):
     """R4: a known external ID gets a new participant ID at every new session."""
 
-    def on_open(self, request: Open) -> Message:
+    async def on_open(self, request: Open) -> Message:
         if self.session is None:
-            self.registry._ids.clear()  # test-only: forget which ID each external ID had
-        return super().on_open(request)
+            # test-only: forget which ID each external ID had
+            self.store.registry._ids.clear()  # type: ignore[attr-defined]
+        return await super().on_open(request)
 
 
 class IgnoresClose(ConnectionState):
     """P8: never answers ``close``."""
 
-    def on_close(self, request: Close) -> Any:
-        super().on_close(request)
+    async def on_close(self, request: Close) -> Any:
+        await super().on_close(request)
         return None
 
 
 class HangsUpOnClose(ConnectionState):
     """P8: closes the socket on ``close`` without sending the ``closed`` reply."""
 
-    def on_close(self, request: Close) -> Any:
-        super().on_close(request)
+    async def on_close(self, request: Close) -> Any:
+        await super().on_close(request)
         self._end(CloseCode.NORMAL, "bye")
         return None
 
@@ -73,8 +74,8 @@ class HangsUpOnClose(ConnectionState):
 class UpdateChangesExternalId(ConnectionState):
     """R10: an update rewrites the external ID."""
 
-    def on_update(self, request: Update) -> Message:
-        reply = super().on_update(request)
+    async def on_update(self, request: Update) -> Message:
+        reply = await super().on_update(request)
         if isinstance(reply, Updated) and self.session is not None:
             old = self.session.participant
             info = ParticipantInfo(old.info.name, f"changed-{request.id}", old.info.avatar_url)
@@ -86,13 +87,13 @@ class UpdateChangesExternalId(ConnectionState):
 class LosesSessionOnDrop(ConnectionState):
     """R14: a dropped connection's session is forgotten; ``resume`` finds nothing."""
 
-    def on_resume(self, request: Resume) -> Message:
+    async def on_resume(self, request: Resume) -> Message:
         if self.session is None:
             return _error(request.id, ErrorCode.UNKNOWN_PARTICIPANT, "forgotten", "R14")
-        return super().on_resume(request)
+        return await super().on_resume(request)
 
 
-class _DuplicatingConnection(app._Connection):
+class _DuplicatingConnection(connection.Connection):
     """P4: every reply is sent twice."""
 
     async def _send(self, message: Message) -> None:
@@ -101,7 +102,7 @@ class _DuplicatingConnection(app._Connection):
             await super()._send(message)
 
 
-class _DuplicatingEvents(app._Connection):
+class _DuplicatingEvents(connection.Connection):
     """P4: every event (``ended``) is sent twice."""
 
     async def _send(self, message: Message) -> None:
@@ -110,7 +111,7 @@ class _DuplicatingEvents(app._Connection):
             await super()._send(message)
 
 
-class _ReorderingConnection(app._Connection):
+class _ReorderingConnection(connection.Connection):
     """P4: a slow ``updated`` reply is sent when ready, so a later request's reply overtakes it
     (a backend that answers requests concurrently)."""
 
@@ -141,7 +142,7 @@ STATES: dict[str, type[ConnectionState]] = {
     "update_changes_external_id": UpdateChangesExternalId,
     "loses_session_on_drop": LosesSessionOnDrop,
 }
-CONNECTIONS: dict[str, type[app._Connection]] = {
+CONNECTIONS: dict[str, type[connection.Connection]] = {
     "duplicates_replies": _DuplicatingConnection,
     "duplicates_events": _DuplicatingEvents,
     "answers_out_of_order": _ReorderingConnection,
@@ -164,7 +165,7 @@ def patched(variant: str) -> Iterator[None]:
     """The reference server, broken as ``variant`` says, while the block runs."""
     with pytest.MonkeyPatch.context() as mp:
         if variant in CONNECTIONS:
-            mp.setattr(app, "_Connection", CONNECTIONS[variant])
+            mp.setattr(app, "Connection", CONNECTIONS[variant])
         else:
-            mp.setattr(app, "ConnectionState", STATES[variant])
+            mp.setattr(connection, "ConnectionState", STATES[variant])
         yield

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 
 import pytest
@@ -14,6 +14,7 @@ from hypothesis import settings
 
 from fsm_session import tokens
 from fsm_session.server import serve
+from tests.redis_server import RedisServer
 
 settings.register_profile("default", deadline=None)
 settings.register_profile("deep", deadline=None, max_examples=2000, stateful_step_count=100)
@@ -44,3 +45,12 @@ async def server_url(nursery: trio.Nursery, secret: str) -> str:
 def open_fds() -> set[str]:
     """The file descriptors this process holds (a leak check)."""
     return set(os.listdir("/proc/self/fd"))
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server for the whole run (tests share no keys: each takes a prefix)."""
+    server = RedisServer()
+    server.start()
+    yield server
+    server.close()

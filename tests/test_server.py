@@ -42,6 +42,7 @@ from fsm_session.server import (
 )
 from fsm_session.server.handlers import ConnectionState
 from fsm_session.server.registry import Registry
+from fsm_session.server.store import MemoryStore
 from fsm_session.server.tokencache import VerifiedTokens
 from tests.frames import (
     validate_client_frame,
@@ -78,16 +79,20 @@ def token_expiring_soon(external_id: str | None = None) -> tuple[str, float]:
     return tokens.mint(SECRET, external_id=external_id, ttl=60, now=exp - 60), float(exp)
 
 
-async def start(nursery: trio.Nursery, **config: Any) -> str:
+async def start(nursery: trio.Nursery, store: str | None = None, **config: Any) -> str:
     url: str = await nursery.start(
-        partial(serve, "127.0.0.1", 0, secret=SECRET, config=ServerConfig(**config))
+        partial(serve, "127.0.0.1", 0, secret=SECRET, config=ServerConfig(**config), store=store)
     )
     return url
 
 
-@pytest.fixture
-async def url(nursery: trio.Nursery) -> str:
-    return await start(nursery)
+@pytest.fixture(params=["memory", "redis"])
+async def url(nursery: trio.Nursery, request: pytest.FixtureRequest) -> str:
+    """A server on each store: the memory store, and Redis (a real redis-server)."""
+    store = None
+    if request.param == "redis":
+        store = request.getfixturevalue("redis_server").url()
+    return await start(nursery, store)
 
 
 def info(
@@ -1131,10 +1136,10 @@ async def test_p14_frames_over_the_rate_are_refused(nursery: trio.Nursery) -> No
         assert (await client.close_session())["type"] == "closed"
 
 
-def test_p14_the_rate_is_a_token_bucket() -> None:
+async def test_p14_the_rate_is_a_token_bucket() -> None:
     now = [100.0]
     state = ConnectionState(
-        registry=Registry(resume_grace=60),
+        store=MemoryStore(resume_grace=60),
         secret=SECRET,
         claims=tokens.TokenClaims(external_id="alice", issued_at=None, expires_at=None),
         config=ServerConfig(max_requests_per_second=2),
@@ -1142,16 +1147,19 @@ def test_p14_the_rate_is_a_token_bucket() -> None:
         wall_clock=time.time,
     )
 
-    def send(rid: int) -> str:
-        reply = state.receive(json.dumps({"type": "close", "id": rid}))
-        assert reply is not None
-        return reply.TYPE if reply.TYPE != "error" else reply.code  # type: ignore[attr-defined]
+    async def send(*rids: int) -> list[str]:
+        kinds = []
+        for rid in rids:
+            reply = await state.receive(json.dumps({"type": "close", "id": rid}))
+            assert reply is not None
+            kinds.append(reply.TYPE if reply.TYPE != "error" else reply.code)  # type: ignore[attr-defined]
+        return kinds
 
-    assert [send(rid) for rid in (1, 2, 3)] == ["closed", "closed", ErrorCode.RATE_LIMITED]
+    assert await send(1, 2, 3) == ["closed", "closed", ErrorCode.RATE_LIMITED]
     now[0] += 0.5  # One frame's worth.
-    assert [send(rid) for rid in (4, 5)] == ["closed", ErrorCode.RATE_LIMITED]
+    assert await send(4, 5) == ["closed", ErrorCode.RATE_LIMITED]
     now[0] += 60  # Never more than a burst of the rate.
-    assert [send(rid) for rid in (6, 7, 8)] == ["closed", "closed", ErrorCode.RATE_LIMITED]
+    assert await send(6, 7, 8) == ["closed", "closed", ErrorCode.RATE_LIMITED]
 
 
 async def test_p16_tokens_never_reach_the_log(url: str, caplog: pytest.LogCaptureFixture) -> None:

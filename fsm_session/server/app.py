@@ -17,7 +17,8 @@ every resource a client can make it spend is bounded before it is spent:
 
 Every connection runs inside a handler that catches and logs whatever it raises: one misbehaving
 client never takes the server down. Protocol decisions are made by
-:class:`~fsm_session.server.handlers.ConnectionState`; this module only moves frames.
+:class:`~fsm_session.server.handlers.ConnectionState`, each connection driven by
+:class:`~fsm_session.server.connection.Connection`; this module accepts them.
 """
 
 from __future__ import annotations
@@ -33,12 +34,12 @@ import trio
 from wsproto.events import Request
 
 from fsm_session.errors import InvalidToken, TokenExpired
-from fsm_session.protocol import SUBPROTOCOL, CloseCode, ErrorCode, Message, encode
+from fsm_session.protocol import SUBPROTOCOL, ErrorCode
 from fsm_session.server.config import ServerConfig, check_secret
-from fsm_session.server.handlers import ConnectionState
+from fsm_session.server.connection import Connection
 from fsm_session.server.limits import Admission, Bucket, PendingSlot
 from fsm_session.server.memory import MemoryTrimmer
-from fsm_session.server.registry import Registry
+from fsm_session.server.store import MemoryStore, SessionStore, open_store
 from fsm_session.server.tokencache import VerifiedTokens
 from fsm_session.server.websocket import Budget, ServerWebSocket, WebSocketClosed
 from fsm_session.tokens import TokenClaims
@@ -55,6 +56,7 @@ async def serve(
     secret: str,
     config: ServerConfig | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    store: str | SessionStore | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the protocol on ``host``:``port`` until cancelled.
@@ -69,6 +71,12 @@ async def serve(
     connection speaks TLS first and the URL is ``wss://HOST:PORT/``. The TLS handshake counts
     against the WebSocket handshake's timeout.
 
+    ``store`` says where participants and sessions live: ``None`` or ``"memory"`` for this
+    process's memory (gone when ``serve()`` returns), ``"redis://HOST:PORT/DB"`` for a Redis
+    database that several servers ("nodes") may share, so that sessions outlive any one of them
+    (``specs/protocol.md``, "More than one node"), or a
+    :class:`~fsm_session.server.store.SessionStore` the caller runs.
+
     When cancelled, it stops accepting at once, closes every connection with 1001 and waits,
     shielded, at most ``config.drain_timeout`` seconds for the clients to answer, then returns
     (re-raising the cancellation).
@@ -79,6 +87,26 @@ async def serve(
     """
     check_secret(secret)
     config = ServerConfig() if config is None else config
+    if isinstance(store, SessionStore):
+        await _serve_on(host, port, secret, config, ssl_context, store, task_status)
+        return
+    async with (
+        open_store(store, resume_grace=config.resume_grace) as opened,
+        trio.open_nursery() as background,
+    ):
+        await background.start(opened.run)
+        await _serve_on(host, port, secret, config, ssl_context, opened, task_status)
+
+
+async def _serve_on(
+    host: str,
+    port: int,
+    secret: str,
+    config: ServerConfig,
+    ssl_context: ssl.SSLContext | None,
+    store: SessionStore,
+    task_status: trio.TaskStatus[str],
+) -> None:
     listeners = await trio.open_tcp_listeners(port, host=host)
     try:
         if port == 0 and len(listeners) > 1:
@@ -87,7 +115,7 @@ async def serve(
                 await extra.aclose()
             listeners = listeners[:1]
         url = _url(listeners[0], "ws" if ssl_context is None else "wss")
-        server = _Server(secret, config, ssl_context)
+        server = _Server(secret, config, store, ssl_context)
         async with trio.open_nursery() as connections:
             connections.start_soon(server.trimmer.run)
             try:
@@ -132,7 +160,8 @@ async def serve_streams(
     before ``task_status.started``.
     """
     check_secret(secret)
-    server = _Server(secret, ServerConfig() if config is None else config)
+    config = ServerConfig() if config is None else config
+    server = _Server(secret, config, MemoryStore(resume_grace=config.resume_grace))
     async with trio.open_nursery() as connections:
         task_status.started()
         async with streams:
@@ -166,12 +195,16 @@ class _Server:
     """What the connections of one ``serve()`` call share."""
 
     def __init__(
-        self, secret: str, config: ServerConfig, ssl_context: ssl.SSLContext | None = None
+        self,
+        secret: str,
+        config: ServerConfig,
+        store: SessionStore,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.secret = secret
         self.config = config
         self.ssl_context = ssl_context
-        self.registry = Registry(resume_grace=config.resume_grace)
+        self.store = store
         self.tokens = VerifiedTokens(secret)
         self.admission = Admission(
             max_open=config.max_connections,
@@ -248,7 +281,7 @@ class _Server:
             return
         try:
             if not pending_scope.cancel_called:  # Else pushed out while being accepted.
-                await _Connection(self, ws, claims, peer).run()
+                await Connection(self, ws, claims, peer).run()
         finally:
             self.admission.leave_open(address)
 
@@ -316,119 +349,3 @@ async def _reject(ws: ServerWebSocket, status: int, code: str, message: str, pee
         headers.append((b"www-authenticate", f'Bearer error="{code}"'.encode("ascii")))
     with contextlib.suppress(WebSocketClosed):  # A client that left gets no answer.
         await ws.reject(status, headers, body)
-
-
-class _Connection:
-    """Moves frames between one accepted WebSocket and its :class:`ConnectionState`.
-
-    Only this task sends on the WebSocket. Another connection that takes this one's session
-    (R17) only marks the state and cancels the wait for the next frame; this task then sends
-    ``ended`` and closes, so no two tasks ever write to one socket.
-
-    One cancel scope serves many frames: its deadline is the earlier of the idle deadline (P13)
-    and the token's expiry (P11), set when the scope is entered, lowered when a new token
-    expires sooner, and otherwise left alone. The idle deadline is checked lazily: when the
-    scope's deadline fires, the driver looks at when the peer last sent a byte, and when that
-    was recent it enters a new scope with the later deadline. So a busy connection enters a
-    scope once per ``idle_timeout``, not once per frame. Waiting for a frame is cancel-safe and
-    every send is shielded inside the WebSocket layer; a wake-up from another connection
-    cancels the scope only while the driver waits for a frame.
-    """
-
-    __slots__ = ("_scope", "config", "peer", "state", "ws")
-
-    def __init__(
-        self, server: _Server, ws: ServerWebSocket, claims: TokenClaims, peer: str
-    ) -> None:
-        self.ws = ws
-        self.config = server.config
-        self.peer = peer
-        self.state = ConnectionState(
-            registry=server.registry,
-            secret=server.secret,
-            claims=claims,
-            config=server.config,
-            clock=trio.current_time,
-            wall_clock=time.time,
-            name=peer,
-            tokens=server.tokens,
-        )
-        self.state.wake = self._wake
-        # The scope of the frame being waited for; None while the driver does anything else.
-        self._scope: trio.CancelScope | None = None
-
-    def _wake(self) -> None:
-        if self._scope is not None:
-            self._scope.cancel()
-
-    def _deadline(self) -> float:
-        """The earlier of the idle deadline and the token's expiry, on trio's clock."""
-        deadline = self.ws.last_received + self.config.idle_timeout
-        expires_at = self.state.expires_at()
-        if expires_at is not None:
-            # Token expiry is wall-clock time; trio's clock is monotonic.
-            deadline = min(deadline, trio.current_time() + (expires_at - time.time()))
-        return deadline
-
-    async def run(self) -> None:
-        state = self.state
-        ws = self.ws
-        config = self.config
-        try:
-            while state.ending is None:
-                await self._serve_frames()
-            ending = state.ending
-            # Release the session now, not after the close handshake, so that a client that
-            # reconnects at once can already resume it.
-            state.connection_closed()
-            for message in ending.frames:
-                await self._send(message)
-            await ws.close(ending.code, ending.reason, config.close_timeout)
-        except WebSocketClosed as exc:
-            logger.debug("%s: connection closed (%d %s)", self.peer, exc.code, exc.reason)
-            # After a protocol error the close frame is out: linger so that it arrives.
-            await ws.close(exc.code, exc.reason, config.close_timeout)
-        except trio.Cancelled:
-            # The server is stopping: every client is told so (1001), within the drain time.
-            state.connection_closed()
-            await ws.close(
-                CloseCode.GOING_AWAY, "the server is shutting down", config.drain_timeout
-            )
-            raise
-        except Exception:
-            # A bug of the server outside any one request (those are answered internal_error).
-            logger.exception("%s: closing after an unexpected error", self.peer)
-            await ws.close(CloseCode.INTERNAL_ERROR, "internal error", config.close_timeout)
-        finally:
-            self._scope = None
-            state.connection_closed()
-
-    async def _serve_frames(self) -> None:
-        """Read and answer frames until the connection must end or the deadline fires."""
-        state = self.state
-        ws = self.ws
-        claims = state.claims
-        with trio.CancelScope(deadline=self._deadline()) as scope:
-            while state.ending is None:
-                self._scope = scope
-                try:
-                    frame = await ws.receive()  # Cancel-safe: no frame is lost.
-                finally:
-                    self._scope = None
-                reply = state.receive(frame)
-                if reply is not None:
-                    # Shielded inside: a deadline passing now is delivered at the next receive.
-                    await self._send(reply)
-                if state.claims is not claims:
-                    claims = state.claims  # A new token (P10) may expire sooner.
-                    scope.deadline = min(scope.deadline, self._deadline())
-        if scope.cancelled_caught:
-            state.check_token()
-            if (
-                state.ending is None
-                and trio.current_time() >= ws.last_received + self.config.idle_timeout
-            ):
-                state.idle()
-
-    async def _send(self, message: Message) -> None:
-        await self.ws.send_text(encode(message))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from fsm_session.errors import InvalidToken, RemoteProtocolError, TokenExpired
@@ -45,7 +45,8 @@ from fsm_session.protocol import (
     decode_request,
 )
 from fsm_session.server.config import ServerConfig
-from fsm_session.server.registry import Registry, SessionRecord
+from fsm_session.server.registry import SessionRecord
+from fsm_session.server.store import SessionStore, StoreUnavailable
 from fsm_session.server.tokencache import VerifiedTokens
 from fsm_session.tokens import TokenClaims
 
@@ -95,15 +96,15 @@ class ConnectionState:
         "ending",
         "last_id",
         "name",
-        "registry",
         "session",
+        "store",
         "wake",
     )
 
     def __init__(
         self,
         *,
-        registry: Registry,
+        store: SessionStore,
         secret: str,
         claims: TokenClaims,
         config: ServerConfig,
@@ -114,7 +115,7 @@ class ConnectionState:
     ) -> None:
         # ``tokens`` verifies ``token`` requests; the server shares one cache among all its
         # connections. Without one, tokens are verified with ``secret`` and nothing is cached.
-        self.registry = registry
+        self.store = store
         self._tokens = VerifiedTokens(secret, maxsize=0) if tokens is None else tokens
         # What the connection's current access token says (P1, P10).
         self.claims = claims
@@ -142,7 +143,7 @@ class ConnectionState:
     # Inputs from the driver.
     # ----------------------------------------------------------------------------------------
 
-    def receive(self, frame: str | bytes) -> Message | None:
+    async def receive(self, frame: str | bytes) -> Message | None:
         """Take one frame from the client; return the reply to send, or ``None``.
 
         ``None`` means the frame ended the connection: :attr:`ending` says how (1003 for a binary
@@ -180,17 +181,27 @@ class ConnectionState:
         self.last_id = request.id
         if not allowed:
             return self._rate_limited(request.id)
-        return self.handle(request)
+        return await self.handle(request)
 
-    def handle(self, request: Request) -> Message:
+    async def handle(self, request: Request) -> Message:
         """Carry out a decoded request and return its reply.
 
-        An exception inside a handler is a bug of the server: it is logged with its traceback
-        and answered with ``internal_error`` (P5), and the connection goes on.
+        A store that cannot be reached changed nothing: the request is answered
+        ``store_unavailable`` (P17). Any other exception inside a handler is a bug of the server:
+        it is logged with its traceback and answered with ``internal_error`` (P5). Either way the
+        connection goes on.
         """
-        handler: Callable[[Request], Message] = getattr(self, f"on_{request.TYPE}")
+        handler: Callable[[Request], Awaitable[Message]] = getattr(self, f"on_{request.TYPE}")
         try:
-            return handler(request)
+            return await handler(request)
+        except StoreUnavailable as exc:
+            logger.warning("%s: the %r request found no store: %s", self.name, request.TYPE, exc)
+            return _error(
+                request.id,
+                ErrorCode.STORE_UNAVAILABLE,
+                "the session store is unavailable; nothing changed, try again",
+                "P17",
+            )
         except Exception:
             logger.exception("%s: the %r request %d failed", self.name, request.TYPE, request.id)
             return _error(
@@ -216,14 +227,19 @@ class ConnectionState:
         """When the connection's access token expires (epoch seconds), if it says."""
         return self.claims.expires_at
 
-    def check_token(self) -> None:
+    async def check_token(self) -> None:
         """End the connection with ``ended`` and 4002 when its token has expired (P11)."""
         expires_at = self.claims.expires_at
         if self.ending is not None or expires_at is None or self._wall_clock() < expires_at:
             return
         if self.session is not None:
-            self.registry.end(self.session)
-            self.session = None
+            session, self.session = self.session, None
+            try:
+                await self.store.end(session)
+            except StoreUnavailable as exc:
+                # The record stays held by this connection until the store drops it (its node
+                # retries drops it could not make).
+                logger.warning("%s: could not end the session: %s", self.name, exc)
         logger.info("%s: the access token expired", self.name)
         self.ending = Ending(
             CloseCode.TOKEN_EXPIRED,
@@ -235,23 +251,27 @@ class ConnectionState:
         """The client sent nothing for ``idle_timeout`` seconds: close with 4003 (P13)."""
         self._end(CloseCode.IDLE, "the connection was idle too long")
 
-    def connection_closed(self) -> None:
+    async def connection_closed(self) -> None:
         """The connection is gone. A session still held stays resumable for a while (P9)."""
         if self.session is not None:
-            self.registry.drop(self.session, now=self._clock())
+            session, self.session = self.session, None
+            try:
+                await self.store.drop(session)
+            except StoreUnavailable as exc:
+                logger.warning("%s: could not release the session: %s", self.name, exc)
+                return
             logger.debug(
                 "%s: connection ended; session %s is resumable for %g s",
                 self.name,
-                self.session.participant.id,
+                session.participant.id,
                 self.config.resume_grace,
             )
-            self.session = None
 
     # ----------------------------------------------------------------------------------------
     # Requests. Each returns its reply; refusals change nothing.
     # ----------------------------------------------------------------------------------------
 
-    def on_open(self, request: Open) -> Message:
+    async def on_open(self, request: Open) -> Message:
         """P6: open a session as ``info``, or a ghost; idempotent for the same info (R5)."""
         info = request.info
         token_external_id = self.claims.external_id
@@ -286,11 +306,11 @@ class ConnectionState:
                 else "a session is already open on this connection with another participant info"
             )
             return _error(request.id, ErrorCode.SESSION_ALREADY_OPEN, reason, "R5")
-        self.session = self.registry.open(self, info, token_external_id, now=self._clock())
+        self.session = await self.store.open(self, info, token_external_id)
         logger.debug("%s: opened %s", self.name, self.session.participant.id)
         return Opened(request.id, self.session.participant)
 
-    def on_update(self, request: Update) -> Message:
+    async def on_update(self, request: Update) -> Message:
         """P7: change the name and/or avatar URL of the open session (R10, R7)."""
         if self.session is None:
             return _error(
@@ -304,18 +324,28 @@ class ConnectionState:
             problem = avatar_url_problem(request.avatar_url)
         if problem is not None:
             return _error(request.id, ErrorCode.INVALID_PARTICIPANT_INFO, problem, "R10")
-        self.registry.update(self.session, request.name, request.avatar_url)
-        return Updated(request.id, self.session.participant)
+        session = self.session
+        if not await self.store.update(session, request.name, request.avatar_url):
+            # Taken by another connection meanwhile: its ``ended`` is on the way (P12).
+            if self.session is session:
+                self.session = None
+            return _error(
+                request.id,
+                ErrorCode.SESSION_NOT_OPEN,
+                "the session was taken over by another connection",
+                "R10",
+            )
+        return Updated(request.id, session.participant)
 
-    def on_close(self, request: Close) -> Message:
+    async def on_close(self, request: Close) -> Message:
         """P8: end the session for good (it is not resumable); ``closed`` even without one."""
         if self.session is not None:
             logger.debug("%s: closed %s", self.name, self.session.participant.id)
-            self.registry.end(self.session)
+            await self.store.end(self.session)
             self.session = None
         return Closed(request.id)
 
-    def on_resume(self, request: Resume) -> Message:
+    async def on_resume(self, request: Resume) -> Message:
         """P9: take up a dropped session held under a token for the same external ID (R14)."""
         if self.session is not None:
             if self.session.participant.id == request.participant_id:
@@ -326,9 +356,7 @@ class ConnectionState:
                 "a session is already open on this connection; close it first",
                 "R5",
             )
-        record = self.registry.resume(
-            self, request.participant_id, self.claims.external_id, now=self._clock()
-        )
+        record = await self.store.resume(self, request.participant_id, self.claims.external_id)
         if record is None:
             return _error(
                 request.id,
@@ -340,7 +368,7 @@ class ConnectionState:
         logger.debug("%s: resumed %s", self.name, record.participant.id)
         return Resumed(request.id, record.participant)
 
-    def on_token(self, request: RefreshToken) -> Message:
+    async def on_token(self, request: RefreshToken) -> Message:
         """P10: replace the connection's access token (R16; R3 for a session's external ID)."""
         try:
             claims = self._tokens.verify(request.token, now=self._wall_clock())
@@ -360,9 +388,9 @@ class ConnectionState:
                 "the new access token is for another external ID than the open session's",
                 "R3",
             )
-        self.claims = claims
         if session is not None:
-            self.registry.retoken(session, claims.external_id)
+            await self.store.retoken(session, claims.external_id)
+        self.claims = claims
         logger.debug("%s: access token replaced", self.name)
         return TokenAccepted(request.id, claims.external_id, claims.expires_at)
 
