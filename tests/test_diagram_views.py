@@ -211,3 +211,13 @@ def test_the_readme_door_prints_the_diagram_the_readme_shows() -> None:
     ).stdout
     assert shown.startswith("stateDiagram-v2\n") and shown in printed
     assert "D4 open Door.LOCKED" in printed and "lock -> unlock(brass)" in printed
+
+
+def test_python_m_fsm_session_diagrams_runs_as_a_module() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "fsm_session.diagrams", "--root", str(ROOT), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
