@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -195,3 +197,27 @@ def test_committed_default_svg_is_the_readable_view(name: str) -> None:
     view = view_of(extract(name))
     assert "legend" in texts
     assert all(line.text in texts for loops in view.loops.values() for line in loops)
+
+
+def test_the_readme_door_prints_the_diagram_the_readme_shows() -> None:
+    """The README's own machine runs, and the Mermaid it shows is what it prints."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("class DoorModel(Core):")
+    code = text[text.rindex("```python\n", 0, start) + 10 : text.index("```\n", start)]
+    begin = text.index("```mermaid\n", start) + len("```mermaid\n")
+    shown = text[begin : text.index("```\n", begin)]
+    printed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    assert shown.startswith("stateDiagram-v2\n") and shown in printed
+    assert "D4 open Door.LOCKED" in printed and "lock -> unlock(brass)" in printed
+
+
+def test_python_m_fsm_session_diagrams_runs_as_a_module() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "fsm_session.diagrams", "--root", str(ROOT), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr

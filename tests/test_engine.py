@@ -235,3 +235,53 @@ def test_unsound_definitions_are_refused_with_the_reason(
     settings_ = {"default_refusal": REFUSE, **options}
     with pytest.raises(InvalidDefinition, match=message):
         declare("lamp", light_model(), table, **settings_)
+
+
+def test_a_model_class_carries_one_machine() -> None:
+    lamp = light_model()
+    declare("lamp", lamp, GOOD, default_refusal=REFUSE)
+    with pytest.raises(InvalidDefinition, match="Lamp already carries the lamp machine"):
+        declare("other", lamp, GOOD, default_refusal=REFUSE)
+
+
+class Tally(Enum):
+    COUNTING = "COUNTING"
+    DONE = "DONE"
+
+
+def test_exploring_data_without_end_stops_at_its_limit() -> None:
+    """A counter has endless configurations: a row no sample reaches is left without a path."""
+
+    def add(event: Any) -> None:
+        event.model.count += 1
+
+    def never(event: Any) -> bool:
+        return False
+
+    class Counter(Core):
+        __slots__ = ("count",)
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.count = 0
+
+        def tick(self) -> object:
+            return self.fire("tick")
+
+        def finish(self) -> object:
+            return self.fire("finish")
+
+        def reset(self) -> object:
+            return self.fire("reset")
+
+    table = {
+        Tally.COUNTING: (
+            On("tick", do=(add,)),
+            On("finish", Tally.DONE, when=(never,)),
+            On("finish"),
+        ),
+        Tally.DONE: (On("reset", Tally.COUNTING),),
+    }
+    definition = declare("tally", Counter, table, default_refusal=REFUSE)
+    paths = transition_paths(definition, limit=50)
+    assert [path.target.trigger for path in paths] == ["finish", "tick"]

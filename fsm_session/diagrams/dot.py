@@ -129,7 +129,7 @@ def _legend() -> list[str]:
             f' fontcolor="{colour}"];'
         )
     notes = (
-        "{R2}: the rules its guards enforce",
+        "{ID}: the rules its guards enforce",
         "[name]: the selector that picks the next state",
         "/ effect: the I/O asked of the driver",
         "lines inside a state: it stays in that state",

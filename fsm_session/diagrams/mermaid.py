@@ -58,7 +58,7 @@ def _legend(graph: Graph) -> list[str]:
         f"    note right of {graph.initial}",
         "        Legend",
         *kinds,
-        "        {R2} the rules its guards enforce",
+        "        {ID} the rules its guards enforce",
         "        [name] the selector that picks the next state",
         "        / effect the I/O asked of the driver",
         "        lines inside a state stay in that state",

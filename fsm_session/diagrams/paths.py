@@ -8,14 +8,17 @@ from fsm_session.diagrams.model import definition_of, extract
 from fsm_session.engine import Core, Definition, Graph, TransitionPath
 from fsm_session.engine import replay as replay_on
 from fsm_session.engine import transition_paths as explore
+from fsm_session.engine.explore import DEFAULT_LIMIT
 
 __all__ = ["new_core", "replay", "transition_paths"]
 
 
-def transition_paths(machine: str | Definition[Any] | Graph) -> list[TransitionPath]:
+def transition_paths(
+    machine: str | Definition[Any] | Graph, *, limit: int = DEFAULT_LIMIT
+) -> list[TransitionPath]:
     """For each row reachable from the initial state, in edge order, a shortest path whose last
     step takes it, found by firing the real machine's triggers (see the engine)."""
-    return explore(extract(machine))
+    return explore(extract(machine), limit=limit)
 
 
 def new_core(machine: str | Definition[Any]) -> Any:

@@ -55,7 +55,7 @@ class Core:
             raise error(refusal.reason, rule=refusal.rule, trigger=trigger, state=self.state)
         if not event.trigger(self, **kwargs):  # pragma: no cover - check_definition forbids it
             raise InvalidDefinition(f"no row of {self.state.name} applies to {trigger!r}")
-        effect = cast(On, self.last).effect
+        effect = self.last.effect  # type: ignore[union-attr]  # the row just taken
         return self._no_effect if effect is None else effect
 
     _fire = fire
@@ -145,6 +145,11 @@ def declare(
     if default_refusal is not None:
         for trigger in sorted(triggers):
             refusing.setdefault(trigger, default_refusal)
+    if "definition" in vars(model):
+        raise InvalidDefinition(
+            f"{model.__name__} already carries the {model.definition.name} machine; "
+            "declare each machine on a model class of its own"
+        )
     check_definition(table, start, refusing, model)
     for trigger in {*(kinds or {}), *(samples or {})} - triggers:
         raise InvalidDefinition(f"kinds or samples name {trigger!r}, which no row uses")

@@ -27,6 +27,10 @@ from fsm_session.engine.rows import On
 __all__ = ["PathError", "Step", "TransitionPath", "format_path", "replay", "transition_paths"]
 
 
+DEFAULT_LIMIT = 100_000
+"""How many distinct configurations :func:`transition_paths` explores at most."""
+
+
 class PathError(AssertionError):
     """Replaying a transition path did not take the row the path says it takes."""
 
@@ -93,7 +97,9 @@ def replay(path: TransitionPath, model: Core) -> Core:
     return model
 
 
-def _explore(graph: Graph, definition: Definition[Any]) -> dict[tuple[str, int], TransitionPath]:
+def _explore(
+    graph: Graph, definition: Definition[Any], limit: int
+) -> dict[tuple[str, int], TransitionPath]:
     by_row = {(edge.source, id(edge.row)): edge for edge in graph.edges}
     refused = _refusal_errors(definition)
     start = definition.new()
@@ -117,18 +123,25 @@ def _explore(graph: Graph, definition: Definition[Any]) -> dict[tuple[str, int],
             if edge.key not in found:
                 found[edge.key] = TransitionPath(graph.name, edge, (*steps, step))
             snapshot = definition.snapshot(model)
-            if snapshot not in seen:
+            if snapshot not in seen and len(seen) < limit:
                 seen.add(snapshot)
                 queue.append((model, (*steps, step)))
     return found
 
 
-def transition_paths(machine: Definition[Any] | Graph) -> list[TransitionPath]:
+def transition_paths(
+    machine: Definition[Any] | Graph, *, limit: int = DEFAULT_LIMIT
+) -> list[TransitionPath]:
     """For each row reachable from the initial state, in edge order, a shortest path (fewest
-    steps) whose last step takes it. Together they cover every reachable row."""
+    steps) whose last step takes it. Together they cover every reachable row.
+
+    The search stops when every row has a path, or after ``limit`` distinct configurations (a
+    machine whose data can grow without end, such as a counter, has no end of them); a row it
+    did not reach then has no path in the result.
+    """
     graph = machine if isinstance(machine, Graph) else graph_of(machine)
     definition = graph.definition
     if definition is None:
         raise ValueError(f"the {graph.name} graph was not read from a declared machine")
-    found = _explore(graph, definition)
+    found = _explore(graph, definition, limit)
     return [found[edge.key] for edge in graph.edges if edge.key in found]
