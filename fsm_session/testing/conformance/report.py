@@ -71,7 +71,8 @@ class RuleViolation(AssertionError):
         self.message = message
         self.steps = steps
         self.frames = frames
-        """The last frames exchanged before it was seen (``-> `` sent, ``<- `` received)."""
+        """The last frames exchanged before it was seen, each starting with ``->`` when sent
+        and ``<-`` when received."""
 
 
 @dataclass(slots=True)
