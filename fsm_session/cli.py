@@ -93,6 +93,8 @@ def _serve(args: argparse.Namespace) -> int:
                 )
                 print(url, flush=True)  # The first line of stdout: where to connect.
                 if inspector is not None:
+                    # The node as clients reach it: the port bound, not the 0 asked for.
+                    inspector[1].node = "server " + url.split("//", 1)[1].rstrip("/")
                     page = await nursery.start(inspector[0].serve)
                     print(f"inspector: {page}", flush=True)
                 async for signum in signals:

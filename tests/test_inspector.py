@@ -155,7 +155,13 @@ async def test_with_a_token_every_request_must_carry_it(nursery: trio.Nursery) -
     for target in ("/", "/app.js", "/snapshot.json", "/events", "/diagram.svg"):
         assert (await _get(server.port, target))[0] == 401
         assert (await _get(server.port, target + "?token=" + token[:-1]))[0] == 401
-    assert (await _get(server.port, "/?token=" + token))[0] == 200
+    status, headers, _ = await _get(server.port, "/?token=" + token)
+    assert status == 200
+    name = f"fsm_inspector_{server.port}"
+    assert headers["set-cookie"] == f"{name}={token}; Path=/; HttpOnly; SameSite=Strict"
+    assert (await _get(server.port, "/app.js", headers=f"Cookie: {name}={token}\r\n"))[0] == 200
+    assert (await _get(server.port, "/", headers=f"Cookie: {name}=x{token}\r\n"))[0] == 401
+    assert (await _get(server.port, "/", headers="Cookie: \x7f;;==\r\n"))[0] == 401
     status, _, _ = await _get(server.port, "/", headers=f"Authorization: Bearer {token}\r\n")
     assert status == 200
     status, _, body = await _get(server.port, "/snapshot.json?token=" + token)

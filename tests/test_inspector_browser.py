@@ -8,6 +8,7 @@ opens the page, sees the diagram, and watches a session go CLOSED -> OPENING -> 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -169,3 +170,33 @@ async def test_the_page_follows_a_session_through_open_and_close(
             page = await trio.to_thread.run_sync(lambda: browser.page_source)
             assert token not in page
     proxy.close()
+
+
+async def test_with_a_token_the_page_loads_its_diagram_and_feed(browser: Any) -> None:
+    token = secrets.token_urlsafe(24)
+    with trio.fail_after(60):
+        async with open_inspector(token=token) as inspector:
+            await trio.to_thread.run_sync(browser.get, f"{inspector.url}?token={token}")
+            states = {state.name for state in SessionState}
+            await _until(browser, "the diagram", lambda d: states <= set(d.execute_script(_NODES)))
+            await _until(
+                browser,
+                "the live feed",
+                lambda d: (
+                    d.execute_script("return document.getElementById('feed').dataset.feed")
+                    == "live"
+                ),
+            )
+            text = await trio.to_thread.run_sync(
+                browser.execute_script, "return document.body.innerText"
+            )
+            assert token not in text
+            # The page's own files and feed carried it in an HttpOnly cookie, out of the
+            # script's reach.
+            cookie = await trio.to_thread.run_sync(browser.execute_script, "return document.cookie")
+            assert cookie == ""
+            # Without the token (nor its cookie) the same page is refused.
+            await trio.to_thread.run_sync(browser.delete_all_cookies)
+            await trio.to_thread.run_sync(browser.get, inspector.url)
+            source = await trio.to_thread.run_sync(lambda: browser.page_source)
+            assert "an access token is required" in source

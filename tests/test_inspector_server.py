@@ -3,18 +3,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from functools import partial
 
 import pytest
 import trio
 
-from fsm_session import ParticipantInfo, ServiceConfig, open_session_service
+from fsm_session import ParticipantInfo, ServiceConfig, open_session_service, tokens
 from fsm_session.cli import main
 from fsm_session.demo import run_demo
 from fsm_session.inspector import Board, ServerObserver, open_inspector
@@ -154,6 +156,18 @@ async def test_serve_inspect_serves_the_page_on_a_second_port() -> None:
         assert match is not None, page
         status, _, body = await _get(int(match.group(1)), "/snapshot.json")
         assert status == 200 and b'"sessions":[]' in body
+        # A session opened on the server shows, with the node as clients reach it (P6).
+        token = tokens.mint(env["FSM_SESSION_SECRET"], external_id="ada", ttl=60, now=time.time())
+        async with open_session_service(ws, access_token=token) as session:
+            participant = await session.open(ParticipantInfo(name="Ada", external_id="ada"))
+            _, _, body = await _get(int(match.group(1)), "/snapshot.json")
+            (shown,) = json.loads(body)["sessions"]
+            assert (shown["participant"], shown["state"], shown["connected"]) == (
+                participant.id,
+                "OPEN",
+                True,
+            )
+            assert shown["node"] == "server " + ws.split("//")[1].rstrip("/")
     finally:
         process.kill()
         with trio.fail_after(20):

@@ -6,7 +6,8 @@ Safe by default:
 - read-only: only ``GET``; anything else is ``405``;
 - on a loopback address a request must name a loopback host (``Host:``), so a web page elsewhere
   cannot reach it by DNS rebinding; on any other address an access token is required, and every
-  request must carry it (``?token=`` or ``Authorization: Bearer``), compared in constant time;
+  request must carry it (``?token=``, then the HttpOnly cookie that answer sets, or
+  ``Authorization: Bearer``), compared in constant time;
 - nothing served holds a token or a secret: the board holds none;
 - each browser's feed is a bounded :class:`~fsm_session.inspector.board.Watcher`; a browser that
   does not read only stalls its own connection, and is dropped after ``send_timeout``;
@@ -22,6 +23,7 @@ import importlib.resources
 import ipaddress
 import json
 import logging
+from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -156,26 +158,32 @@ class InspectorServer:
                 return
         if request is None:
             return
-        status, body, kind = self._check(request)
+        status, body, extra = self._check(request)
         if status != 200:
-            await self._send(stream, conn, status, body, extra=kind)
+            await self._send(stream, conn, status, body, extra=extra)
             return
         path = urlsplit(request.target.decode("ascii", "replace")).path
         if path == "/events":
-            await self._feed(stream, conn)
+            await self._feed(stream, conn, extra)
         elif path in _STATIC:
             name, content_type = _STATIC[path]
-            await self._send(stream, conn, 200, _static(name), content_type)
+            await self._send(stream, conn, 200, _static(name), content_type, extra)
         elif path == "/diagram.svg":
             svg = await trio.to_thread.run_sync(render.session_svg)
-            await self._send(stream, conn, 200, svg.encode(), "image/svg+xml")
+            await self._send(stream, conn, 200, svg.encode(), "image/svg+xml", extra)
         elif path == "/snapshot.json":
-            await self._send(stream, conn, 200, _json(self.board.snapshot()), "application/json")
+            snapshot = _json(self.board.snapshot())
+            await self._send(stream, conn, 200, snapshot, "application/json", extra)
         else:
             await self._send(stream, conn, 404, b"not found\n")
 
     def _check(self, request: h11.Request) -> tuple[int, bytes, list[tuple[str, str]]]:
-        """Method, host and token: ``(200, b"", [])`` when the request may be served."""
+        """Method, host and token: ``(200, b"", headers)`` when the request may be served.
+
+        The token comes as ``Authorization: Bearer``, as ``?token=`` (then the answer sets it
+        as an HttpOnly, same-site cookie, so that the page's own script, style and feed carry
+        it), or as that cookie.
+        """
         if request.method != b"GET":
             return 405, b"the inspector is read-only: GET only\n", [("Allow", "GET")]
         headers = dict(request.headers)
@@ -185,9 +193,13 @@ class InspectorServer:
             if not is_loopback(name):
                 return 403, b"this inspector answers only requests for a loopback host\n", []
         if self._token is not None:
-            given = _token_of(request.target, headers.get(b"authorization", b""))
+            cookie = f"fsm_inspector_{self.port}"
+            given, in_query = _token_of(request.target, headers, cookie)
             if not hmac.compare_digest(given, self._token):
                 return 401, b"an access token is required: add ?token=... to the address\n", []
+            if in_query:
+                value = f"{cookie}={given.decode()}; Path=/; HttpOnly; SameSite=Strict"
+                return 200, b"", [("Set-Cookie", value)]
         return 200, b"", []
 
     async def _send(
@@ -213,9 +225,11 @@ class InspectorServer:
             await stream.send_all(conn.send(h11.Data(data=body)))
             await stream.send_all(conn.send(h11.EndOfMessage()))
 
-    async def _feed(self, stream: trio.SocketStream, conn: h11.Connection) -> None:
+    async def _feed(
+        self, stream: trio.SocketStream, conn: h11.Connection, extra: list[tuple[str, str]]
+    ) -> None:
         """Server-sent events: a snapshot, then every update, until the browser leaves."""
-        headers = [("Content-Type", "text/event-stream"), *_HEADERS]
+        headers = [("Content-Type", "text/event-stream"), *_HEADERS, *extra]
         wakeup = _Wakeup()
         watcher = self.board.watch(wakeup.set)
         try:
@@ -259,12 +273,22 @@ async def _until_closed(stream: trio.SocketStream, scope: trio.CancelScope) -> N
     scope.cancel()
 
 
-def _token_of(target: bytes, authorization: bytes) -> bytes:
+def _token_of(target: bytes, headers: dict[bytes, bytes], cookie: str) -> tuple[bytes, bool]:
+    """The token a request carries, and whether it came in the query."""
+    authorization = headers.get(b"authorization", b"")
     if authorization.lower().startswith(b"bearer "):
-        return authorization[7:].strip()
+        return authorization[7:].strip(), False
     query = urlsplit(target.decode("ascii", "replace")).query
     values = parse_qs(query).get("token", [])
-    return values[0].encode() if values else b""
+    if values:
+        return values[0].encode("utf-8", "replace"), True
+    jar = SimpleCookie()
+    try:
+        jar.load(headers.get(b"cookie", b"").decode("latin-1"))
+    except CookieError:
+        return b"", False
+    morsel = jar.get(cookie)
+    return (b"", False) if morsel is None else (morsel.value.encode("utf-8", "replace"), False)
 
 
 def _reason(status: int) -> bytes:
