@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 BASE_STAMP := $(VENV)/.installed-base
 DOCS_STAMP := $(VENV)/.installed-docs
 
-.PHONY: install test lint typecheck pytest demo docs diagrams bench bench-full clean
+.PHONY: install test lint typecheck pytest demo docs diagrams bench bench-full mutants clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,11 @@ bench: $(STAMP)
 bench-full: $(STAMP)
 	$(BIN)/python benchmarks/core.py --full
 	$(BIN)/python benchmarks/wire.py --full --json
+
+# Every mutant of tests/mutants.py against the conformance kit; the detection matrix goes into
+# CONFORMANCE.md (about five minutes; `make test` runs a sample).
+mutants: $(STAMP)
+	$(BIN)/python -m tests.mutants CONFORMANCE.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist *.egg-info \

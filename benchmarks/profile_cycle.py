@@ -34,6 +34,8 @@ from harness import Server, info_for, port_of, token_for, ws_headers
 
 LAYERS: list[tuple[str, str]] = [
     ("fsm_session/machine.py", "machine (ours)"),
+    ("fsm_session/session_rules.py", "machine (ours)"),
+    ("fsm_session/engine/", "machine (ours)"),
     ("/transitions/", "machine (transitions)"),
     ("fsm_session/protocol.py", "codec (ours)"),
     ("/json/", "codec (json)"),

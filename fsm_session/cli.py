@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Sequence
 from functools import partial
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import trio
 
@@ -64,6 +64,7 @@ def _serve(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise CommandError(f"--port must be from 0 to 65535, not {args.port}")
     ssl_context = _server_tls(args.certfile, args.keyfile)
+    inspector = _server_inspector(args)
     config = ServerConfig()
     store = args.store if args.store is not None else store_from_env()
     try:
@@ -87,9 +88,15 @@ def _serve(args: argparse.Namespace) -> int:
                         config=config,
                         ssl_context=ssl_context,
                         store=store,
+                        observer=None if inspector is None else inspector[1],
                     )
                 )
                 print(url, flush=True)  # The first line of stdout: where to connect.
+                if inspector is not None:
+                    # The node as clients reach it: the port bound, not the 0 asked for.
+                    inspector[1].node = "server " + url.split("//", 1)[1].rstrip("/")
+                    page = await nursery.start(inspector[0].serve)
+                    print(f"inspector: {page}", flush=True)
                 async for signum in signals:
                     stopped_by.append(signal.Signals(signum).name)
                     # Cancelling serve() stops accepting and closes every connection with
@@ -112,6 +119,32 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+INSPECTOR_TOKEN_ENV = "FSM_SESSION_INSPECTOR_TOKEN"
+"""The access token of ``serve --inspect``'s page, read from the environment (never argv)."""
+
+
+def _server_inspector(args: argparse.Namespace) -> tuple[Any, Any] | None:
+    """The inspector's HTTP server and the server's observer for ``serve --inspect``."""
+    if not args.inspect:
+        return None
+    from fsm_session.inspector import Board, InspectorServer, InspectorSetupError, ServerObserver
+    from fsm_session.inspector.render import session_rows
+
+    if not 0 <= args.inspect_port <= 65535:
+        raise CommandError(f"--inspect-port must be from 0 to 65535, not {args.inspect_port}")
+    board = Board(rows=session_rows())
+    try:
+        server = InspectorServer(
+            board,
+            host=args.inspect_host,
+            port=args.inspect_port,
+            token=os.environ.get(INSPECTOR_TOKEN_ENV) or None,
+        )
+    except InspectorSetupError as error:
+        raise CommandError(f"{error} (in {INSPECTOR_TOKEN_ENV})") from None
+    return server, ServerObserver(board, node=f"server {args.host}:{args.port}")
+
+
 def _first_leaf(error: BaseException) -> BaseException:
     while isinstance(error, BaseExceptionGroup):
         error = error.exceptions[0]
@@ -131,13 +164,15 @@ def _token(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from fsm_session.demo import main as demo_main
 
-    return demo_main()
+    if not args.pace >= 0:
+        raise CommandError("--pace must be zero or a positive number of seconds")
+    return demo_main(inspect=args.inspect, pace=args.pace)
 
 
 def _diagram(args: argparse.Namespace) -> int:
     from fsm_session.diagrams import diagram_command
 
-    return diagram_command(args.machine, args.format, args.highlight, args.output)
+    return diagram_command(args.machine, args.format, args.highlight, args.output, full=args.full)
 
 
 def _paths(args: argparse.Namespace) -> int:
@@ -147,9 +182,39 @@ def _paths(args: argparse.Namespace) -> int:
 
 
 def _conform(args: argparse.Namespace) -> int:
-    from fsm_session.testing.conformance import conform_command
+    try:
+        from fsm_session.testing.conformance import conform_command
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("hypothesis", "jsonschema"):
+            raise
+        raise CommandError(
+            f"the conformance kit needs {exc.name}: pip install 'fsm_session[testing]'"
+        ) from None
+    return conform_command(
+        args.url,
+        examples=args.examples,
+        seed=args.seed,
+        time_factor=args.timeout,
+        json_path=args.json,
+        cafile=args.cafile,
+        idle_timeout=args.idle_timeout,
+    )
 
-    return conform_command(args.url, examples=args.examples, seed=args.seed)
+
+def _count(text: str) -> int:
+    """An argparse type: an integer of 0 or more."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
+def _factor(text: str) -> float:
+    """An argparse type: a positive number."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return value
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -209,6 +274,22 @@ def parser() -> argparse.ArgumentParser:
         help="where sessions live: 'memory' (the default) or redis://HOST:PORT/DB, shared by "
         "every node on that database (default: $FSM_SESSION_STORE)",
     )
+    serve.add_argument(
+        "--inspect",
+        action="store_true",
+        help="serve the live inspector's page on a second port and print 'inspector: URL' "
+        "on the second line of stdout",
+    )
+    serve.add_argument(
+        "--inspect-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="the inspector's address; beyond loopback it needs an access token in "
+        "FSM_SESSION_INSPECTOR_TOKEN",
+    )
+    serve.add_argument(
+        "--inspect-port", type=int, default=0, metavar="PORT", help="the inspector's port"
+    )
     serve.set_defaults(run=_serve)
 
     token = command(
@@ -231,6 +312,18 @@ def parser() -> argparse.ArgumentParser:
         "Start a reference server on a free loopback port, then open, update, close and reopen "
         "a session on it, printing each call, its result or refusal, and every event.",
     )
+    demo.add_argument(
+        "--inspect",
+        action="store_true",
+        help="show the demo's sessions live in a browser; prints 'inspector: URL' first",
+    )
+    demo.add_argument(
+        "--pace",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long after each call, so that a person can follow in the inspector",
+    )
     demo.set_defaults(run=_demo)
 
     diagram = command(
@@ -249,6 +342,11 @@ def parser() -> argparse.ArgumentParser:
         help="what to draw",
     )
     diagram.add_argument("--highlight", metavar="STATE", help="fill this state")
+    diagram.add_argument(
+        "--full",
+        action="store_true",
+        help="every selector and guard of every row (default: the readable view, with a legend)",
+    )
     diagram.add_argument(
         "-o", "--output", metavar="FILE", help="write here instead of standard output"
     )
@@ -271,13 +369,31 @@ def parser() -> argparse.ArgumentParser:
         f"check a backend against the written rules (needs {SECRET_ENV})",
         "Run the conformance kit against the backend at URL, minting tokens with "
         f"{SECRET_ENV}. Prints a per-rule table, the transition coverage and the shortest "
-        "failing sequence of each broken rule; exits 1 when a rule is broken.",
+        "failing sequence of each broken rule. Exits 0 when conformant, 1 when a rule is "
+        "broken, 2 for a usage or setup problem, 3 when the backend cannot be checked.",
     )
     conform.add_argument("url", metavar="URL", help="the backend, e.g. ws://127.0.0.1:8765/")
     conform.add_argument(
-        "--examples", type=int, default=15, help="Hypothesis examples to explore (0: none)"
+        "--examples", type=_count, default=15, help="Hypothesis examples to explore (0: none)"
     )
     conform.add_argument("--seed", type=int, default=0, help="the seed of the exploration")
+    conform.add_argument(
+        "--timeout",
+        type=_factor,
+        default=1.0,
+        metavar="FACTOR",
+        help="scale every wait of the kit, for a backend farther away than loopback",
+    )
+    conform.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH")
+    conform.add_argument(
+        "--cafile", metavar="PEM", help="trust this CA for a wss:// URL (default: the system's)"
+    )
+    conform.add_argument(
+        "--idle-timeout",
+        type=_factor,
+        metavar="SECONDS",
+        help="the backend's idle timeout, to check P13 (not checked without it)",
+    )
     conform.set_defaults(run=_conform)
     return top
 

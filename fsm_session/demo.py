@@ -1,7 +1,9 @@
 """``fsm-session demo``: the SDK's typical workflow against an embedded reference server.
 
 It prints a transcript of each call, what it returned or raised, and every event the session
-published on the way: socket states and session state changes.
+published on the way: socket states and session state changes. With an inspector
+(``fsm-session demo --inspect``) the sessions also show live in a browser; ``pace`` waits that
+many seconds after each call so that a person can follow them.
 """
 
 from __future__ import annotations
@@ -18,7 +20,12 @@ from fsm_session.errors import SessionError
 from fsm_session.events import Event
 from fsm_session.models import Participant, ParticipantInfo
 from fsm_session.server import serve
-from fsm_session.service import EventStream, SessionService, open_session_service
+from fsm_session.service import (
+    EventStream,
+    ServiceWatcher,
+    SessionService,
+    open_session_service,
+)
 from fsm_session.tokens import mint
 
 __all__ = ["main", "run_demo"]
@@ -39,10 +46,13 @@ def _who(participant: Participant) -> str:
 
 
 class _Transcript:
-    def __init__(self, out: Print, session: SessionService, events: EventStream) -> None:
+    def __init__(
+        self, out: Print, session: SessionService, events: EventStream, pace: float = 0.0
+    ) -> None:
         self.out = out
         self.session = session
         self.events = events
+        self.pace = pace
 
     def flush(self) -> None:
         for event in self.events.ready():
@@ -52,6 +62,8 @@ class _Transcript:
         self.out(f"  > {label}")
         try:
             result = await fn()
+            if self.pace:
+                await trio.sleep(self.pace)  # for a person watching the inspector, not for sync
         except SessionError as error:
             self.flush()
             self.out(f"    refused: {type(error).__name__}: {error}")
@@ -66,8 +78,13 @@ class _Transcript:
         self.out(f"  > {label} -> {value!r}")
 
 
-async def run_demo(out: Print = print) -> None:
-    """Run the whole demo; raises if anything does not go as the rules say."""
+async def run_demo(
+    out: Print = print, *, inspector: ServiceWatcher | None = None, pace: float = 0.0
+) -> None:
+    """Run the whole demo; raises if anything does not go as the rules say.
+
+    Its sessions are shown by ``inspector`` if given; ``pace`` seconds pass after each call.
+    """
     secret = secrets.token_urlsafe(32)
     async with trio.open_nursery() as nursery:
         url: str = await nursery.start(partial(serve, "127.0.0.1", 0, secret=secret))
@@ -78,10 +95,10 @@ async def run_demo(out: Print = print) -> None:
 
         out("\n1. Ada's session, from CLOSED to OPEN and back")
         async with (
-            open_session_service(url, access_token=ada_token) as session,
+            open_session_service(url, access_token=ada_token, inspector=inspector) as session,
             session.subscribe() as events,
         ):
-            t = _Transcript(out, session, events)
+            t = _Transcript(out, session, events, pace)
             t.query("session.state", session.state.name)
             t.query("session.is_open()", session.is_open())
             ada = ParticipantInfo("Ada Lovelace", external_id="ada-42")
@@ -126,10 +143,10 @@ async def run_demo(out: Print = print) -> None:
 
         out("\n4. A ghost session, then named")
         async with (
-            open_session_service(url, access_token=guest_token) as session,
+            open_session_service(url, access_token=guest_token, inspector=inspector) as session,
             session.subscribe() as events,
         ):
-            t = _Transcript(out, session, events)
+            t = _Transcript(out, session, events, pace)
             ghost = await t.call(
                 "await session.open()  # nothing remembered: a ghost", session.open
             )
@@ -143,6 +160,20 @@ async def run_demo(out: Print = print) -> None:
     out("\nDone: every call answered as specs/session.md says.")
 
 
-def main() -> int:
-    trio.run(run_demo)
+async def run_inspected_demo(out: Print = print, *, pace: float = 0.0) -> None:
+    """The demo, shown live by an inspector on a loopback port; prints its address first."""
+    from fsm_session.inspector import open_inspector
+
+    async with open_inspector(node="demo") as inspector:
+        out(f"inspector: {inspector.url}")
+        if pace:
+            await trio.sleep(pace)  # time to open the page before the first call
+        await run_demo(out, inspector=inspector, pace=pace)
+
+
+def main(*, inspect: bool = False, pace: float = 0.0) -> int:
+    if inspect:
+        trio.run(partial(run_inspected_demo, partial(print, flush=True), pace=pace))
+    else:
+        trio.run(partial(run_demo, pace=pace))
     return 0

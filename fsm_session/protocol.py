@@ -340,6 +340,19 @@ def _refuse_constant(name: str) -> object:
     raise ValueError(f"{name} is not JSON")
 
 
+_LONGEST_INT: Final = 19
+"""Digits of the longest integer literal read as an ``int`` (2^63 has 19)."""
+
+
+def _parse_int(literal: str) -> int | float:
+    # An integer of any length is JSON (specs/protocol.md, P2). Python refuses to convert one of
+    # more than 4,300 digits, and no ID or time needs more than 19: a longer one is read as a
+    # float (infinity when huge), which no `id` and no finite time accepts.
+    if len(literal) - literal.startswith("-") > _LONGEST_INT:
+        return float(literal)
+    return int(literal)
+
+
 def _load(text: str | bytes) -> tuple[dict[str, Any], str]:
     if not isinstance(text, str):
         raise _fail(ErrorCode.BAD_FRAME, "frames must be text, not binary")
@@ -350,7 +363,7 @@ def _load(text: str | bytes) -> tuple[dict[str, Any], str]:
         raise _fail(ErrorCode.FRAME_TOO_LARGE, f"frames are limited to {MAX_FRAME_BYTES} bytes")
     try:
         # NaN and Infinity are not JSON, though Python's parser takes them by default.
-        frame = json.loads(text, parse_constant=_refuse_constant)
+        frame = json.loads(text, parse_constant=_refuse_constant, parse_int=_parse_int)
     except (ValueError, RecursionError):
         raise _fail(ErrorCode.BAD_FRAME, "the frame is not JSON") from None
     if not isinstance(frame, dict):

@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, cast, overload
+from typing import Any, Protocol, cast, overload
 
 import trio
 
@@ -29,10 +29,10 @@ from fsm_session.client_protocol import ClientProtocol, Pending, ReconnectPolicy
 from fsm_session.errors import (
     ArgumentTypeError,
     RemoteProtocolError,
-    RequestAborted,
     SessionError,
     SessionNotOpen,
 )
+from fsm_session.events import Event
 from fsm_session.machine import MISSING, Effect, On, SessionState, WebSocketState
 from fsm_session.models import Participant, ParticipantInfo
 from fsm_session.protocol import Message
@@ -45,13 +45,13 @@ __all__ = [
     "EventsDropped",
     "ReconnectPolicy",
     "ServiceConfig",
+    "ServiceWatcher",
     "SessionService",
     "open_session_service",
 ]
 
 log = logging.getLogger("fsm_session.service")
 _S = SessionState
-_COMPLAINTS_PER_SECOND = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +70,22 @@ class ServiceConfig:
     """Events a subscriber may fall behind by before its stream ends with ``EventsDropped``."""
 
 
+class ServiceWatcher(Protocol):
+    """Sees services' events as they happen, such as the live inspector (``fsm_session.inspector``).
+
+    ``follow`` is called once, as the service starts, and calls ``service.watch(self)``. Then
+    ``service_event`` is called synchronously with every event the service publishes (after its
+    machine moved, so ``service.last_transition`` is the row taken), and ``service_ended`` once
+    when the service ends. None may raise or wait.
+    """
+
+    def follow(self, service: SessionService) -> None: ...
+
+    def service_event(self, service: SessionService, event: Event) -> None: ...
+
+    def service_ended(self, service: SessionService) -> None: ...
+
+
 class SessionService:
     """A client's session with a backend. Create it with :func:`open_session_service`."""
 
@@ -82,6 +98,7 @@ class SessionService:
         "_reconnector",
         "_token",
         "_transport",
+        "_watchers",
         "_work",
         "config",
     )
@@ -100,9 +117,10 @@ class SessionService:
         claims = tokens.read_claims(access_token)
         self.config = config = config or ServiceConfig()
         self._hub = Hub()
+        self._watchers: list[ServiceWatcher] = []
         self._proto = ClientProtocol(
             token_external_id=claims.external_id,
-            on_event=self._hub.publish,
+            on_event=self._publish,
             request_timeout=config.request_timeout,
             logout_timeout=config.logout_timeout,
             policy=config.reconnect,
@@ -122,7 +140,7 @@ class SessionService:
         self._nursery = nursery
         self._work: list[trio.CancelScope] = []  # a list: it holds one or two
         self._reconnector: trio.CancelScope | None = None
-        self._complaints: list[float] | None = None  # window start, logged, suppressed
+        self._complaints = upkeep.Complaints(log)
         if refresh_token is not None:
             nursery.start_soon(upkeep.keep_token_fresh, self, refresh_token)
 
@@ -207,46 +225,7 @@ class SessionService:
                 return cast(Participant, proto.session.participant)
             if effect is Effect.JOIN_OPEN:
                 return cast(Participant, await wait(request))
-            return await self._carry_open(request)
-
-    async def _carry_open(self, request: Pending) -> Participant:
-        """Connect if needed and send the open, in the caller's task; then wait for it."""
-        proto, transport = self._proto, self._transport
-        with trio.CancelScope() as scope:  # work tied to the session: close() cancels it
-            self._work.append(scope)
-            try:
-                await transport.settle()
-                serial = proto.connection
-                if transport.state is WebSocketState.CLOSED:
-                    serial = await transport.connect(self._token)
-                frame = proto.send(request, serial, now=trio.current_time())
-                if frame is not None:
-                    await transport.send(serial, frame, request.deadline)
-            except SessionError as error:
-                proto.not_sent(request, error)
-            except BaseException:
-                proto.not_sent(
-                    request,
-                    RequestAborted(
-                        "the open was cancelled before it was sent",
-                        trigger="open",
-                        state=_S.OPENING,
-                    ),
-                )
-                raise
-            finally:
-                self._work.remove(scope)
-        try:
-            return cast(Participant, await wait(request))
-        except SessionError:
-            await self._release_socket()
-            raise
-
-    async def _release_socket(self) -> None:
-        """After a failed open: close a socket that now serves no session (shielded)."""
-        proto = self._proto
-        if proto.session.state is _S.CLOSED and proto.open_request is None:
-            await self._transport.close()
+            return await upkeep.carry_open(self, request)
 
     async def update(self, name: str | None = None, avatar_url: str | None = None) -> Participant:
         """Change the name and/or avatar URL; ``None`` leaves a value as it is (R7, R10).
@@ -371,34 +350,25 @@ class SessionService:
         """How many ``subscribe()`` blocks are open (a leak check for tests)."""
         return len(self._hub.subscribers)
 
+    def watch(self, watcher: ServiceWatcher) -> None:
+        """Tell ``watcher`` of every event from now on, and of the service's end."""
+        self._watchers.append(watcher)
+
+    def _publish(self, event: Event) -> None:
+        self._hub.publish(event)
+        for watcher in self._watchers:
+            watcher.service_event(self, event)
+
     # ------------------------------------------------------------------ what the transport reports
 
     def _frame(self, serial: int, message: Message) -> None:
         try:
             lost = self._proto.receive(serial, message, now=trio.current_time())
         except RemoteProtocolError as error:
-            self._complain(error)
+            self._complaints.add(error, trio.current_time())
             return
         if lost:
             self._after_loss()
-
-    def _complain(self, error: RemoteProtocolError) -> None:
-        """Log a backend's protocol error, at most a few a second, counting the rest."""
-        now = trio.current_time()
-        if self._complaints is None:
-            self._complaints = [now, 0, 0]
-        complaints = self._complaints
-        if now - complaints[0] >= 1.0:
-            if complaints[2]:
-                log.warning(
-                    "%d more protocol errors from the backend were not logged", complaints[2]
-                )
-            complaints[:] = [now, 0, 0]
-        if complaints[1] < _COMPLAINTS_PER_SECOND:
-            complaints[1] += 1
-            log.warning("%s", error)
-        else:
-            complaints[2] += 1
 
     def _dropped(self, serial: int, error: SessionError) -> None:
         reconnect = self._proto.dropped(serial, error, now=trio.current_time())
@@ -433,6 +403,7 @@ async def open_session_service(
     config: ServiceConfig | None = None,
     ssl_context: ssl.SSLContext | None = None,
     open_stream: StreamOpener | None = None,
+    inspector: ServiceWatcher | None = None,
 ) -> AsyncIterator[SessionService]:
     """A session service for the backend at ``url`` (``ws://`` or ``wss://``), CLOSED at first.
 
@@ -442,7 +413,8 @@ async def open_session_service(
     expiry for a fresh token (rule R16). For ``wss://``, ``ssl_context`` says whom to trust
     (by default the system's trust store). ``open_stream``, an async callable that returns a
     connected ``trio.abc.Stream``, replaces the TCP connection to the URL's host (the in-memory
-    backend of ``fsm_session.testing`` uses it).
+    backend of ``fsm_session.testing`` uses it). ``inspector`` (an
+    :class:`~fsm_session.inspector.Inspector`) shows the session live in a browser.
     """
     try:
         async with trio.open_nursery() as nursery:
@@ -455,12 +427,16 @@ async def open_session_service(
                 ssl_context=ssl_context,
                 open_stream=open_stream,
             )
+            if inspector is not None:
+                inspector.follow(service)
             try:
                 yield service
             finally:
                 with trio.CancelScope(shield=True):
                     await service.close()
                     service._hub.end()
+                    for watcher in service._watchers:
+                        watcher.service_ended(service)
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         # Let one error out of the nursery as itself, not inside an exception group.

@@ -57,6 +57,8 @@ def _claims(payload: dict[str, object]) -> TokenClaims:
     expires_at = payload.get("exp")
     if external_id is not None and not isinstance(external_id, str):
         raise InvalidToken(f"the {EXTERNAL_ID_CLAIM!r} claim must be a string", rule="R3")
+    if external_id == "":  # P1: names nobody, yet is not absent; refused rather than guessed
+        raise InvalidToken(f"the {EXTERNAL_ID_CLAIM!r} claim must not be empty", rule="R3")
     for name in _TIME_CLAIMS:
         value = payload.get(name)
         if value is not None and not _is_finite_number(value):

@@ -25,26 +25,19 @@ import math
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Protocol, cast
 from urllib.parse import urlsplit
 
 import trio
-from trio_websocket import (
-    ConnectionClosed,
-    ConnectionRejected,
-    HandshakeError,
-    WebSocketConnection,
-    wrap_client_stream,
-)
+from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
 
 from fsm_session.client_protocol import ClientProtocol
+from fsm_session.connection import Connection, close_now, connect_failure, tls_handshake
 from fsm_session.errors import (
     ConnectionFailed,
     ConnectionLost,
-    InvalidToken,
     RemoteProtocolError,
     SessionError,
-    TokenExpired,
 )
 from fsm_session.machine import WebSocketState
 from fsm_session.protocol import MAX_FRAME_BYTES, SUBPROTOCOL, CloseCode, Message, decode_reply
@@ -80,93 +73,6 @@ class Listener(Protocol):
     def _frame(self, serial: int, message: Message) -> None: ...
 
     def _dropped(self, serial: int, error: SessionError) -> None: ...
-
-
-def _rejection(exc: ConnectionRejected) -> SessionError:
-    """Turn an HTTP refusal of the upgrade into our error; a 401 is about the token."""
-    status = exc.status_code
-    if status == 401:
-        expired = bool(exc.body) and b"token_expired" in (exc.body or b"")
-        cls = TokenExpired if expired else InvalidToken
-        return cls(f"the backend refused the access token (HTTP {status})", rule="P1")
-    return ConnectionFailed(f"the backend refused the upgrade (HTTP {status})", rule="P1")
-
-
-def _first(group: BaseException, kind: type[BaseException]) -> BaseException | None:
-    if isinstance(group, kind):
-        return group
-    if isinstance(group, BaseExceptionGroup):
-        for inner in group.exceptions:
-            found = _first(inner, kind)
-            if found is not None:
-                return found
-    return None
-
-
-def _close_now(stream: trio.abc.Stream) -> None:
-    """Close a stream without waiting: its socket, or the halves of an in-memory stream."""
-    if isinstance(stream, trio.SSLStream):
-        stream = stream.transport_stream
-    if isinstance(stream, trio.SocketStream):
-        stream.socket.close()
-    elif isinstance(stream, trio.StapledStream):
-        _close_now(stream.send_stream)
-        _close_now(stream.receive_stream)
-    else:
-        close = getattr(stream, "close", None)
-        if callable(close):
-            close()
-        else:
-            log.warning("cannot close a %s at once; it is left to the collector", type(stream))
-
-
-class _Connection:
-    """One connection: its serial, its socket, and how it ends."""
-
-    __slots__ = (
-        "_nursery", "by_us", "down", "failure", "reported", "scope", "serial", "stream", "timer",
-        "ws",
-    )  # fmt: skip
-
-    def __init__(self, serial: int, nursery: trio.Nursery) -> None:
-        self._nursery = nursery
-        self.serial = serial
-        self.ws: WebSocketConnection | None = None
-        self.stream: trio.abc.Stream | None = None
-        self.scope = trio.CancelScope()
-        """Cancels the handshake while connecting, then the reader."""
-        self.timer: trio.CancelScope | None = None
-        """The reader's wait, whose deadline is the next ping or request deadline."""
-        self.down = False
-        """Its socket is closed."""
-        self.by_us = False
-        self.reported = False
-        """Its end was reported to the listener (once, by the reader or by an abort)."""
-        self.failure: SessionError | None = None
-        """Why it ended, when we ended it (an abort) or the library's reader failed."""
-
-    def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any, **_: Any) -> None:
-        """Stands in for a nursery to trio-websocket: its reader runs guarded by us."""
-        self._nursery.start_soon(self._guarded, fn, args)
-
-    async def _guarded(self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
-        try:
-            await fn(*args)
-        except Exception as exc:  # The library's reader: a rejection, or its own failure.
-            if isinstance(exc, ConnectionRejected):
-                self.failure = _rejection(exc)
-            else:
-                log.warning("the WebSocket reader failed: %r", exc)
-                self.failure = ConnectionLost(f"the WebSocket reader failed: {exc!r}", rule="R14")
-            self.scope.cancel()
-            return
-        if self.ws is None and self.failure is None:
-            # The peer hung up before the handshake was over (ws:// against a TLS port, say):
-            # the library would wait for its handshake until our deadline.
-            self.failure = ConnectionFailed(
-                "the backend closed the connection during the WebSocket handshake", rule="P1"
-            )
-            self.scope.cancel()
 
 
 class Transport:
@@ -223,7 +129,7 @@ class Transport:
         self._proto = proto
         self._listener = listener
         self.config = config or TransportConfig()
-        self._conn: _Connection | None = None
+        self._conn: Connection | None = None
         self._changed: trio.Event | None = None
 
     @property
@@ -245,7 +151,7 @@ class Transport:
         cancelled, it leaves the socket CLOSED and nothing open.
         """
         serial = self._proto.connecting()
-        conn = _Connection(serial, self._nursery)
+        conn = Connection(serial, self._nursery)
         self._conn = conn
         try:
             # One scope: the connect's deadline, and what a rejection or an abort cancels.
@@ -264,14 +170,14 @@ class Transport:
             self._discard(conn)
             self._proto.connect_failed(serial)
             self._notify()
-            raise self._connect_error(exc) from None
+            raise connect_failure(exc, self.url, self.config.connect_timeout) from None
         conn.scope = trio.CancelScope()
         self._proto.connected(serial, now=trio.current_time())
         self._notify()
         self._nursery.start_soon(self._read, conn)
         return serial
 
-    async def _handshake(self, conn: _Connection, token: str) -> WebSocketConnection:
+    async def _handshake(self, conn: Connection, token: str) -> WebSocketConnection:
         stream: trio.abc.Stream
         if self._open_stream is not None:
             stream = await self._open_stream()
@@ -279,28 +185,8 @@ class Transport:
             stream = await trio.open_tcp_stream(self._host, self._port)
         conn.stream = stream
         if self._ssl is not None:
-            tls = trio.SSLStream(
-                stream, self._ssl, server_hostname=self._host, https_compatible=True
-            )
-            conn.stream = tls
-            try:
-                await tls.do_handshake()
-            except trio.BrokenResourceError as exc:
-                cause = exc.__cause__ or exc
-                what = " ".join(
-                    str(part)
-                    for part in (
-                        getattr(cause, "reason", None),
-                        getattr(cause, "verify_message", None),
-                    )
-                    if part
-                )
-                raise ConnectionFailed(
-                    f"the TLS handshake with {self._host}:{self._port} failed: "
-                    f"{what or repr(cause)}",
-                    rule="P1",
-                ) from None
-            stream = tls
+            stream = await tls_handshake(stream, self._ssl, self._host, self._port)
+            conn.stream = stream
         return await wrap_client_stream(
             cast(trio.Nursery, conn),
             cast(trio.SocketStream, stream),
@@ -312,24 +198,7 @@ class Transport:
             max_message_size=self.config.max_frame_bytes,
         )
 
-    def _connect_error(self, exc: BaseException) -> BaseException:
-        """The error a failed connect raises; cancellation stays cancellation."""
-        if _first(exc, trio.Cancelled) is not None:
-            return exc
-        ours = _first(exc, SessionError)
-        if ours is not None:
-            return ours
-        rejected = _first(exc, ConnectionRejected)
-        if isinstance(rejected, ConnectionRejected):
-            return _rejection(rejected)
-        if _first(exc, trio.TooSlowError) is not None:
-            return ConnectionFailed(
-                f"no WebSocket handshake within {self.config.connect_timeout} s", rule="P1"
-            )
-        cause = _first(exc, OSError) or _first(exc, HandshakeError) or exc
-        return ConnectionFailed(f"cannot connect to {self.url}: {cause!r}", rule="P1")
-
-    def _discard(self, conn: _Connection) -> None:
+    def _discard(self, conn: Connection) -> None:
         """Close the stream of a connection that is over, at once; its reader tasks then end.
 
         The socket itself is closed rather than the stream: that cannot block or be cancelled,
@@ -337,12 +206,12 @@ class Transport:
         """
         stream, conn.stream = conn.stream, None
         if stream is not None:
-            _close_now(stream)
+            close_now(stream)
         conn.down = True
 
     # ------------------------------------------------------------------ reading
 
-    async def _read(self, conn: _Connection) -> None:
+    async def _read(self, conn: Connection) -> None:
         """The reader of one connection, until it ends; then the drop is reported."""
         error: SessionError = ConnectionLost("the connection ended", rule="R14")
         try:
@@ -357,7 +226,7 @@ class Transport:
                 self._listener._dropped(conn.serial, conn.failure or error)
             self._notify()
 
-    async def _loop(self, conn: _Connection) -> SessionError:
+    async def _loop(self, conn: Connection) -> SessionError:
         """Read until the connection ends. One cancel scope a wait: its deadline is the next
         ping or request deadline, and an abort cancels it."""
         ws = cast(WebSocketConnection, conn.ws)

@@ -1,8 +1,9 @@
 """What keeps a session going between calls: reconnecting and resuming (R14) and refreshing
-the token (R16), run as tasks of the service; and the waits on an outcome that callers share.
+the token (R16), run as tasks of the service; the open's own I/O, run in its caller's task; the
+waits on an outcome that callers share; and the rate limit on logging a backend's complaints.
 
-These are the service's own tasks, split from ``service.py`` to keep each module readable; they
-drive the same :class:`~fsm_session.client_protocol.ClientProtocol` and transport.
+Split from ``service.py`` to keep each module readable; all of it drives the same
+:class:`~fsm_session.client_protocol.ClientProtocol` and transport.
 """
 
 from __future__ import annotations
@@ -14,23 +15,27 @@ from typing import TYPE_CHECKING, Any, cast
 import trio
 
 from fsm_session import tokens
+from fsm_session.client_protocol import Pending
 from fsm_session.errors import (
     BackendError,
     ConnectionLost,
     InvalidToken,
+    RemoteProtocolError,
+    RequestAborted,
     SessionError,
     TokenError,
     TokenExpired,
     TransitionNotAllowed,
 )
-from fsm_session.machine import WebSocketState
+from fsm_session.machine import SessionState, WebSocketState
+from fsm_session.models import Participant
 from fsm_session.protocol import ErrorCode
 from fsm_session.requests import Outcome
 
 if TYPE_CHECKING:
     from fsm_session.service import SessionService
 
-__all__ = ["keep_token_fresh", "reconnect", "settled", "wait"]
+__all__ = ["Complaints", "carry_open", "keep_token_fresh", "reconnect", "settled", "wait"]
 
 log = logging.getLogger("fsm_session.service")
 
@@ -54,6 +59,47 @@ async def settled(outcome: Outcome) -> None:
         if outcome.waker is None:
             outcome.waker = trio.Event()
         await cast(trio.Event, outcome.waker).wait()
+
+
+async def carry_open(self: SessionService, request: Pending) -> Participant:
+    """Connect if needed and send the open, in the caller's task; then wait for it."""
+    proto, transport = self._proto, self._transport
+    with trio.CancelScope() as scope:  # work tied to the session: close() cancels it
+        self._work.append(scope)
+        try:
+            await transport.settle()
+            serial = proto.connection
+            if transport.state is WebSocketState.CLOSED:
+                serial = await transport.connect(self._token)
+            frame = proto.send(request, serial, now=trio.current_time())
+            if frame is not None:
+                await transport.send(serial, frame, request.deadline)
+        except SessionError as error:
+            proto.not_sent(request, error)
+        except BaseException:
+            proto.not_sent(
+                request,
+                RequestAborted(
+                    "the open was cancelled before it was sent",
+                    trigger="open",
+                    state=SessionState.OPENING,
+                ),
+            )
+            raise
+        finally:
+            self._work.remove(scope)
+    try:
+        return cast(Participant, await wait(request))
+    except SessionError:
+        await _release_socket(self)
+        raise
+
+
+async def _release_socket(self: SessionService) -> None:
+    """After a failed open: close a socket that now serves no session (shielded)."""
+    proto = self._proto
+    if proto.session.state is SessionState.CLOSED and proto.open_request is None:
+        await self._transport.close()
 
 
 async def reconnect(self: SessionService, scope: trio.CancelScope, error: SessionError) -> None:
@@ -158,3 +204,30 @@ async def _try_refresh(
     self._claims = claims
     self._proto.session.token_external_id = claims.external_id
     return True
+
+
+class Complaints:
+    """Logs a backend's protocol errors at most a few a second, counting the rest, so that a
+    chatty backend cannot flood the logs."""
+
+    __slots__ = ("_log", "logged", "per_second", "start", "suppressed")
+
+    def __init__(self, logger: logging.Logger, per_second: int = 3) -> None:
+        self._log = logger
+        self.per_second = per_second
+        self.start: float | None = None
+        self.logged = 0
+        self.suppressed = 0
+
+    def add(self, error: RemoteProtocolError, now: float) -> None:
+        if self.start is None or now - self.start >= 1.0:
+            if self.suppressed:
+                self._log.warning(
+                    "%d more protocol errors from the backend were not logged", self.suppressed
+                )
+            self.start, self.logged, self.suppressed = now, 0, 0
+        if self.logged < self.per_second:
+            self.logged += 1
+            self._log.warning("%s", error)
+        else:
+            self.suppressed += 1

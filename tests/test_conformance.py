@@ -7,6 +7,7 @@ Each run is seeded; ``HYPOTHESIS_PROFILE=deep`` explores with the deep profile's
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -14,20 +15,22 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
 
 from fsm_session.server import serve
+from fsm_session.server.config import ServerConfig
 from fsm_session.testing import (
+    CHECKS,
     ConformanceReport,
     TrioPortal,
     check_backend,
     format_report,
     token_minter,
 )
-from fsm_session.testing.plugin import Backend
-from tests.broken_backends import BROKEN_RULE, patched
+from tests.mutants import MUTANTS, SAMPLE, mutant_backend
 
 pytest_plugins = ["pytester"]
 
@@ -35,36 +38,71 @@ CLI = [sys.executable, "-m", "fsm_session.cli"]
 DEEP = os.environ.get("HYPOTHESIS_PROFILE") == "deep"
 EXAMPLES = settings().max_examples if DEEP else 5
 STEPS = settings().stateful_step_count if DEEP else 8
+IDLE = 3.0
+"""The reference server's idle timeout in the full run, so that P13 is exercised too."""
 
-# The one row no use of the public API can make the service take (see NOT_REACHABLE).
 
-
-def test_reference_server_passes_with_full_coverage(
-    fsm_session_check: Callable[..., ConformanceReport], fsm_session_backend: Backend
-) -> None:
-    """P1, P4, P8, R2-R14, R17: the reference server passes; every reachable row is taken."""
-    report = fsm_session_check(examples=EXAMPLES, steps=STEPS, seed=1)
-    assert report.ok, format_report(report)
-    if not fsm_session_backend.external:
-        assert report.coverage == 1.0, format_report(report)
-    assert report.unreachable == {}, format_report(report)
+def test_reference_server_passes_every_row_with_full_coverage() -> None:
+    """P1-P16 and the wire-observable R rules: the reference server passes, every report row is
+    exercised (none "not run"), every reachable row of the session machine is taken."""
+    secret = secrets.token_urlsafe(32)
+    with TrioPortal() as portal:
+        config = ServerConfig(idle_timeout=IDLE)
+        url = portal.run(
+            portal.nursery.start, partial(serve, "127.0.0.1", 0, secret=secret, config=config)
+        )
+        report = check_backend(
+            url,
+            mint_token=token_minter(secret),
+            examples=EXAMPLES,
+            steps=STEPS,
+            seed=1,
+            secret=secret,
+            idle_timeout=IDLE,
+        )
+    text = format_report(report)
+    assert report.ok, text
+    assert report.coverage == 1.0 and report.unreachable == {}, text
     assert report.examples >= 1
+    assert set(report.rules) == set(CHECKS)
+    for rule, result in report.rules.items():
+        assert result.tried and not result.skipped, (rule, text)
+    assert "| not run |" not in text
 
 
-@pytest.mark.parametrize("variant", sorted(BROKEN_RULE))
-def test_broken_backend_is_named(variant: str) -> None:
-    """Each deliberately broken backend fails on its rule, with a failing sequence."""
-    with patched(variant):
-        secret = secrets.token_urlsafe(32)
-        with TrioPortal() as portal:
-            url = portal.run(portal.nursery.start, partial(serve, "127.0.0.1", 0, secret=secret))
-            report = check_backend(
-                url, mint_token=token_minter(secret), examples=3, seed=1, token_expiry=False
-            )
-    rule = BROKEN_RULE[variant]
-    assert report.broken == [rule], format_report(report)
-    assert report.rules[rule].steps, format_report(report)
-    assert f"{rule} broken" in format_report(report)
+def test_plugin_check_passes_the_loopback_server(
+    fsm_session_check: Callable[..., ConformanceReport],
+) -> None:
+    """The plugin's fixture runs the same kit; without the idle timeout P13 is "not run"."""
+    report = fsm_session_check(examples=1, seed=1, token_expiry=False)
+    assert report.ok and report.rules["P13"].skipped
+
+
+def test_every_rule_has_a_mutant() -> None:
+    """Every P rule and every wire-observable R rule of the report is broken by a mutant."""
+    broken = {rule for rule, _ in MUTANTS.values()}
+    wire_rules = {rule for rule in CHECKS if rule.startswith("P")} | {
+        "R2", "R3", "R4", "R5", "R10", "R14", "R15", "R16", "R17",
+    }  # fmt: skip
+    assert wire_rules <= broken, sorted(wire_rules - broken)
+    assert len(MUTANTS) >= 25
+
+
+@pytest.mark.parametrize("name", SAMPLE)
+def test_mutant_is_named_by_its_rule(name: str) -> None:
+    """A fast sample of the mutants (``make mutants`` runs them all): each fails on its rule,
+    with what was sent and seen."""
+    rule = MUTANTS[name][0]
+    secret = secrets.token_urlsafe(32)
+    with mutant_backend(name, secret) as url:
+        report = check_backend(
+            url, mint_token=token_minter(secret), examples=1, seed=1, token_expiry=False,
+            secret=secret,
+        )  # fmt: skip
+    text = format_report(report)
+    assert rule in report.broken, text
+    assert report.rules[rule].steps, text
+    assert f"{rule} broken" in text
 
 
 @contextmanager
@@ -142,13 +180,14 @@ def test_conform_command_passes_the_reference_server() -> None:
     assert "(100%)" in done.stdout
 
 
-def test_conform_command_fails_on_a_broken_rule() -> None:
+def test_conform_command_fails_on_a_broken_rule(tmp_path: Path) -> None:
+    """Exit 1 for a broken rule (R3, from a mutant), with the table and the failing sequence."""
     secret = secrets.token_urlsafe(32)
     env = {**os.environ, "FSM_SESSION_SECRET": secret}
-    with patched("accepts_mismatched_external_id"), TrioPortal() as portal:
-        url = portal.run(portal.nursery.start, partial(serve, "127.0.0.1", 0, secret=secret))
+    report = tmp_path / "report.json"
+    with mutant_backend("accepts_mismatched_external_id", secret) as url:
         done = subprocess.run(
-            [*CLI, "conform", url, "--examples", "0"],
+            [*CLI, "conform", url, "--examples", "0", "--json", str(report)],
             env=env,
             capture_output=True,
             text=True,
@@ -157,3 +196,6 @@ def test_conform_command_fails_on_a_broken_rule() -> None:
     assert done.returncode == 1, done.stdout + done.stderr
     assert "| R3 | BROKEN |" in done.stdout
     assert "shortest failing sequence" in done.stdout
+    written = json.loads(report.read_text())
+    assert written["ok"] is False and "R3" in written["broken"]
+    assert written["rules"]["R3"]["tried"]

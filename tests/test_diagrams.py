@@ -42,6 +42,7 @@ from fsm_session.machine import (
     SESSION_TABLE,
     SOCKET_MACHINE,
     SOCKET_TABLE,
+    Effect,
     On,
     SessionCore,
     SessionState,
@@ -93,7 +94,7 @@ def test_graph_matches_the_table(machine: str) -> None:
         assert edge.selectors == tuple(_name(f) for f in row.when)
         assert edge.guards == tuple(g.__name__ for g in row.guards)
         assert edge.actions == tuple(_name(f) for f in row.do)
-        assert edge.effect == row.effect.value
+        assert edge.effect == ("" if row.effect in (None, Effect.NOTHING) else row.effect.value)
         assert edge.rules == tuple(row.rule.split())
         assert all(rule for rule in edge.rules), f"{edge} names no rule"
 
@@ -169,7 +170,7 @@ def _mermaid_edges(text: str) -> Counter[tuple[str, str, str]]:
 @machines
 def test_mermaid_has_every_state_and_edge(machine: str) -> None:
     graph = extract(machine)
-    text = to_mermaid(graph)
+    text = to_mermaid(graph, full=True)
     assert text.startswith("stateDiagram-v2\n")
     lines = [line for line in text.splitlines() if not line.strip().startswith("%%")]
     body = [line.strip() for line in lines[1:]]
@@ -188,7 +189,7 @@ def test_mermaid_has_every_state_and_edge(machine: str) -> None:
 @machines
 def test_dot_has_every_state_and_row(machine: str) -> None:
     graph = extract(machine)
-    text = to_dot(graph)
+    text = to_dot(graph, full=True)
     for state in graph.states:
         assert re.search(rf'^    "{state}"[ ;]', text, re.M), state
     for edge in graph.edges:
@@ -202,7 +203,7 @@ def test_dot_lays_out_to_an_svg_showing_every_state_and_row(machine: str) -> Non
     import graphviz
 
     graph = extract(machine)
-    svg = graphviz.Source(to_dot(graph)).pipe(format="svg", encoding="utf-8")
+    svg = graphviz.Source(to_dot(graph, full=True)).pipe(format="svg", encoding="utf-8")
     ET.fromstring(svg.encode())  # well-formed XML
     for state in graph.states:
         assert f">{state}<" in svg, state
@@ -237,7 +238,7 @@ def _stamp_line(svg: str) -> str:
 
 
 def test_svg_without_graphviz_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(diagrams.shutil, "which", lambda name: None)
+    monkeypatch.setattr(diagrams.dot.shutil, "which", lambda name: None)
     with pytest.raises(GraphvizMissing, match="apt-get install graphviz"):
         render("session", "svg")
 
@@ -289,12 +290,12 @@ def test_highlight_marks_the_current_state_and_the_last_row() -> None:
     core = _open_session()
     last = core.last
     assert last is not None and core.state is SessionState.OPEN
-    mermaid = diagram_of(core, "mermaid")
+    mermaid = diagram_of(core, "mermaid", full=True)
     assert "    class OPEN current" in mermaid
     assert "    class OPENING previous" in mermaid
     assert "OPENING --> OPEN : (last) opened [opening_named] {reply_is_participant}" in mermaid
     assert mermaid.count("(last)") == 1
-    dot = diagram_of(core, "dot")
+    dot = diagram_of(core, "dot", full=True)
     assert re.search(r'^    "OPEN" \[style="rounded,filled,bold"', dot, re.M)
     assert re.search(r'^    "OPENING" \[style="rounded,dashed"', dot, re.M)
     assert re.search(r'^    "OPENING" -> "OPEN" \[.*<b>.*opened.*</b>.*penwidth', dot, re.M)
@@ -310,13 +311,13 @@ def test_highlight_marks_the_current_state_and_the_last_row() -> None:
 def test_highlight_of_an_internal_row_and_of_the_socket() -> None:
     core = _open_session()
     core.update(name="Grace")
-    mermaid = diagram_of(core, "mermaid")
+    mermaid = diagram_of(core, "mermaid", full=True)
     assert "class OPEN current" in mermaid and "previous" not in mermaid
     assert "OPEN --> OPEN : (last) update {no_update_in_flight" in mermaid
     socket = SocketCore()
     socket.connect()
     assert "class CONNECTING current" in diagram_of(socket, "mermaid")
-    assert "CLOSED --> CONNECTING : (last) connect" in diagram_of(socket, "mermaid")
+    assert "CLOSED --> CONNECTING : (last) connect()" in diagram_of(socket, "mermaid")
 
 
 def test_highlight_of_a_fresh_core_fills_the_initial_state_only() -> None:
@@ -475,7 +476,7 @@ def test_diagram_command_errors(
     assert diagram_command("session", "gif", None, None) == 2
     assert diagram_command("elevator", "dot", None, None) == 2
     assert diagram_command("session", "dot", None, str(tmp_path / "missing" / "x.dot")) == 1
-    monkeypatch.setattr(diagrams.shutil, "which", lambda name: None)
+    monkeypatch.setattr(diagrams.dot.shutil, "which", lambda name: None)
     assert diagram_command("session", "svg", None, None) == 1
     assert "apt-get install graphviz" in capsys.readouterr().err
 
@@ -483,7 +484,7 @@ def test_diagram_command_errors(
 @needs_dot
 def test_diagram_command_writes_an_svg_with_every_state_and_row(tmp_path: Path) -> None:
     target = tmp_path / "x.svg"
-    assert diagram_command("session", "svg", None, str(target)) == 0
+    assert diagram_command("session", "svg", None, str(target), full=True) == 0
     svg = target.read_text()
     graph = extract("session")
     assert all(f">{state}<" in svg for state in graph.states)
@@ -504,13 +505,13 @@ def test_committed_diagrams_and_spec_tables_are_fresh() -> None:
 
 def test_committed_artefacts_exist() -> None:
     for name in ("session", "socket"):
-        for suffix in (".mmd", ".dot", ".svg", "-table.md"):
+        for suffix in (".mmd", ".dot", ".svg", "-full.mmd", "-full.dot", "-full.svg", "-table.md"):
             assert (ROOT / "diagrams" / f"{name}{suffix}").is_file(), STALE + name + suffix
 
 
 @machines
 def test_committed_svg_is_well_formed_and_shows_every_state_and_row(machine: str) -> None:
-    svg = (ROOT / "diagrams" / f"{machine}.svg").read_text(encoding="utf-8")
+    svg = (ROOT / "diagrams" / f"{machine}-full.svg").read_text(encoding="utf-8")
     ET.fromstring(svg.encode())
     graph = extract(machine)
     assert all(f">{state}<" in svg for state in graph.states), STALE
@@ -540,7 +541,13 @@ def test_changing_one_transition_makes_the_staleness_check_fail() -> None:
     assert changed != extract("session")
     problems = stale_artefacts(ROOT, {"session": changed, "socket": extract("socket")})
     stale = "\n".join(problems)
-    for name in ("session.mmd", "session.dot", "session-table.md", "session.svg"):
+    for name in (
+        "session.mmd",
+        "session.dot",
+        "session-table.md",
+        "session.svg",
+        "session-full.svg",
+    ):
         assert f"diagrams/{name} is stale" in stale
     assert "socket" not in stale
     if "<!-- transition-table:begin -->" in (ROOT / "specs" / "session.md").read_text():
@@ -578,11 +585,13 @@ def test_update_spec_replaces_only_between_the_markers() -> None:
 def _fake_svg(monkeypatch: pytest.MonkeyPatch) -> None:
     """Render SVG without Graphviz: the regeneration logic does not depend on the layout."""
 
-    def fake(graph: Graph, highlight: diagrams.Highlight = diagrams.NO_HIGHLIGHT) -> str:
+    def fake(
+        graph: Graph, highlight: diagrams.Highlight = diagrams.NO_HIGHLIGHT, *, full: bool = False
+    ) -> str:
         names = "".join(f"<text>{state}</text>" for state in graph.states)
-        return diagrams.normalise_svg(f"<svg>{names}</svg>\n", to_dot(graph, highlight))
+        return diagrams.normalise_svg(f"<svg>{names}</svg>\n", to_dot(graph, highlight, full=full))
 
-    monkeypatch.setattr(diagrams, "to_svg", fake)
+    monkeypatch.setattr(diagrams.dot, "to_svg", fake)
 
 
 def test_regeneration_is_idempotent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -594,6 +603,8 @@ def test_regeneration_is_idempotent(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert set(first) == {*expected_artefacts(), "specs/session.md"} | {
         "diagrams/session.svg",
         "diagrams/socket.svg",
+        "diagrams/session-full.svg",
+        "diagrams/socket-full.svg",
     }
     snapshot = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     assert regenerate(tmp_path) == []
@@ -604,8 +615,8 @@ def test_regeneration_is_idempotent(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         "session": graph_from_table("session", _changed_session_table(), SessionState.CLOSED),
         "socket": extract("socket"),
     }
-    assert len(stale_artefacts(tmp_path, changed)) == 5
-    assert len(regenerate(tmp_path, changed)) == 5
+    assert len(stale_artefacts(tmp_path, changed)) == 8
+    assert len(regenerate(tmp_path, changed)) == 8
     assert stale_artefacts(tmp_path, changed) == []
 
 

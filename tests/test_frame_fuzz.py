@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import pytest
 import trio
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
 
 from fsm_session.protocol import CloseCode
@@ -278,13 +278,11 @@ def no_server_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
 
 def test_the_model_covers_every_close_code() -> None:
     """The strategies are not vacuous: the model expects each close code in some example."""
-    seen: set[int | None] = set()
-
-    @settings(max_examples=300, derandomize=True, database=None, deadline=None)
-    @given(conversation=conversations())
-    def collect(conversation: list[Frame]) -> None:
-        seen.update(expect(conversation).close)
-
-    collect()
-    wanted = {1000, 1002, 1003, 1007, 1009, None}
-    assert wanted <= seen, seen
+    # A search per code rather than one fixed batch of draws: the draws depend on every module
+    # loaded (Hypothesis takes constants from the project's source), so a fixed batch can miss
+    # a code when unrelated modules change.
+    search = settings(
+        max_examples=5000, derandomize=True, database=None, deadline=None, phases=[Phase.generate]
+    )
+    for code in (1000, 1002, 1003, 1007, 1009, None):
+        find(conversations(), lambda c, code=code: code in expect(c).close, settings=search)

@@ -481,7 +481,7 @@ def test_m3_definitions_are_checked() -> None:
             m.SESSION_REFUSALS,
             r"CLOSED is unreachable from: \['GHOST'\]",
         ),
-        ({k: v for k, v in good.items() if k is not S.CLOSING}, m.SESSION_REFUSALS, "keys"),
+        ({k: v for k, v in good.items() if k is not S.CLOSING}, m.SESSION_REFUSALS, "CLOSING"),
         (
             {**good, S.OPEN: (On("close"), *good[S.OPEN])},
             m.SESSION_REFUSALS,

@@ -409,3 +409,26 @@ def test_property_frame_like_objects_decode_or_are_refused(frame: dict[str, Any]
     """Objects shaped like frames reach deep into the decoders; still only refusals."""
     text = json.dumps(frame)  # May hold NaN or Infinity (odd ids): refused as not JSON.
     _decodes_or_refuses(text)
+
+
+# ---------------------------------------------------------------------------------------------
+# P2's decisions where RFC 8259 leaves a choice.
+# ---------------------------------------------------------------------------------------------
+
+
+def test_p2_p3_a_huge_integer_id_is_a_number_not_unreadable_json() -> None:
+    """P2: an integer of any length is JSON; P3: one of 5,000 digits is not a readable id."""
+    for digits in ("1" * 5000, "-" + "9" * 30, "12345678901234567890"):
+        with pytest.raises(RemoteProtocolError) as caught:
+            decode_request('{"type":"close","id":' + digits + "}")
+        assert caught.value.code == ErrorCode.BAD_REQUEST_ID
+        assert caught.value.request_id is None
+    assert decode_request('{"type":"close","id":9007199254740991}') == Close(9007199254740991)
+
+
+def test_p2_a_byte_order_mark_is_not_json_and_the_last_duplicate_key_counts() -> None:
+    with pytest.raises(RemoteProtocolError) as caught:
+        decode_request('\ufeff{"type":"close","id":1}')
+    assert caught.value.code == ErrorCode.BAD_FRAME
+    assert decode_request('{"type":"close","id":2,"id":3}') == Close(3)
+    assert decode_request('{"type":"close","type":"open","id":1,"info":null}') == Open(1, None)

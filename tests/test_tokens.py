@@ -61,3 +61,15 @@ def test_r16_refresh_times_are_half_three_quarters_and_expiry() -> None:
 def test_mint_refuses_non_positive_ttl() -> None:
     with pytest.raises(ValueError, match="ttl"):
         tokens.mint(SECRET, external_id=None, ttl=0, now=NOW)
+
+
+def test_p1_an_empty_or_non_string_external_id_claim_is_an_invalid_token() -> None:
+    """P1: ``external_id`` is a non-empty string when present."""
+    for value in ("", 42, ["a"]):
+        token = jwt.encode({"exp": NOW + 60, "external_id": value}, SECRET, algorithm="HS256")
+        with pytest.raises(InvalidToken):
+            tokens.verify(token, SECRET, now=NOW)
+    for exp in ("1700003600", True, 1e400):
+        token = jwt.encode({"exp": exp}, SECRET, algorithm="HS256")
+        with pytest.raises(InvalidToken):
+            tokens.verify(token, SECRET, now=NOW)

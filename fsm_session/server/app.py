@@ -41,6 +41,7 @@ from fsm_session.server.config import ServerConfig, check_secret
 from fsm_session.server.connection import Connection
 from fsm_session.server.limits import Admission, Bucket, PendingSlot
 from fsm_session.server.memory import MemoryTrimmer
+from fsm_session.server.observe import ObservedStore, Observer
 from fsm_session.server.store import MemoryStore, SessionStore, check_store_url, open_store
 from fsm_session.server.tokencache import VerifiedTokens
 from fsm_session.server.websocket import Budget, ServerWebSocket, WebSocketClosed
@@ -59,6 +60,7 @@ async def serve(
     config: ServerConfig | None = None,
     ssl_context: ssl.SSLContext | None = None,
     store: str | SessionStore | None = None,
+    observer: Observer | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the protocol on ``host``:``port`` until cancelled.
@@ -79,6 +81,9 @@ async def serve(
     (``specs/protocol.md``, "More than one node"), or a
     :class:`~fsm_session.server.store.SessionStore` the caller runs.
 
+    ``observer`` is told of every change of the sessions, read-only (the live inspector of
+    ``fsm-session serve --inspect``; see :mod:`fsm_session.server.observe`).
+
     When cancelled, it stops accepting at once, closes every connection with 1001 and waits,
     shielded, at most ``config.drain_timeout`` seconds for the clients to answer, then returns
     (re-raising the cancellation).
@@ -89,15 +94,20 @@ async def serve(
     """
     check_secret(secret)
     config = ServerConfig() if config is None else config
+    if not isinstance(store, SessionStore) and check_store_url(store) is None:
+        store = MemoryStore(resume_grace=config.resume_grace)  # Needs no task of its own.
     if isinstance(store, SessionStore):
-        await _serve_on(host, port, secret, config, ssl_context, store, task_status)
-        return
-    if check_store_url(store) is None:
-        memory = MemoryStore(resume_grace=config.resume_grace)
-        await _serve_on(host, port, secret, config, ssl_context, memory, task_status)
+        if observer is None:
+            await _serve_on(host, port, secret, config, ssl_context, store, task_status)
+            return
+        observed = ObservedStore(store, observer)
+        async with trio.open_nursery() as background:
+            background.start_soon(observed.watch)  # the caller runs the store itself
+            await _serve_on(host, port, secret, config, ssl_context, observed, task_status)
+            background.cancel_scope.cancel()
         return
     try:
-        async with _running_store(store, config.resume_grace) as opened:
+        async with _running_store(store, config.resume_grace, observer) as opened:
             await _serve_on(host, port, secret, config, ssl_context, opened, task_status)
     except BaseExceptionGroup as group:
         # The store's task puts what the server raised in a group: raise it as it is.
@@ -107,7 +117,9 @@ async def serve(
 
 
 @asynccontextmanager
-async def _running_store(url: str | None, resume_grace: float) -> AsyncIterator[SessionStore]:
+async def _running_store(
+    url: str | None, resume_grace: float, observer: Observer | None
+) -> AsyncIterator[SessionStore]:
     """The store ``url`` names, with its background work, outliving a cancellation of the block.
 
     When ``serve()`` is cancelled its connections still release their sessions into the store
@@ -122,8 +134,9 @@ async def _running_store(url: str | None, resume_grace: float) -> AsyncIterator[
                 open_store(url, resume_grace=resume_grace) as opened,
                 trio.open_nursery() as background,
             ):
-                await background.start(opened.run)
-                task_status.started(opened)
+                active = opened if observer is None else ObservedStore(opened, observer)
+                await background.start(active.run)
+                task_status.started(active)
                 await done.wait()
                 background.cancel_scope.cancel()
 

@@ -27,14 +27,13 @@ if TYPE_CHECKING:
         CHECKS,
         NOT_REACHABLE,
         ConformanceReport,
-        MintToken,
         RuleResult,
         RuleViolation,
         check_backend,
         conform_command,
         format_report,
-        token_minter,
     )
+    from fsm_session.testing.credentials import MintToken, token_minter
     from fsm_session.testing.memory import MemoryBackend, memory_backend
     from fsm_session.testing.portal import TrioPortal
     from fsm_session.testing.proxy import Frame, LoopbackProxy
@@ -59,6 +58,8 @@ __all__ = [
 
 _HOMES = {
     "TrioPortal": "portal",
+    "MintToken": "credentials",
+    "token_minter": "credentials",
     "Frame": "proxy",
     "LoopbackProxy": "proxy",
     "MemoryBackend": "memory",

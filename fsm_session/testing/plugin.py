@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import secrets
-import time
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -33,12 +33,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pytest
 import trio
 
-from fsm_session import tokens
 from fsm_session.service import ServiceConfig, SessionService, open_session_service
 from fsm_session.testing.portal import TrioPortal
 
 if TYPE_CHECKING:  # the kit needs Hypothesis: imported by the fixture that runs it
-    from fsm_session.testing.conformance import ConformanceReport, MintToken
+    from fsm_session.testing.conformance import ConformanceReport
+    from fsm_session.testing.credentials import MintToken
     from fsm_session.testing.memory import MemoryBackend
 
 __all__ = ["Backend", "PortalSession"]
@@ -46,6 +46,7 @@ __all__ = ["Backend", "PortalSession"]
 T = TypeVar("T")
 
 URL_OPTION = "--fsm-session-url"
+CAFILE_OPTION = "--fsm-session-cafile"
 SECRET_ENV = "FSM_SESSION_SECRET"
 
 
@@ -58,6 +59,8 @@ class Backend:
     mint: MintToken
     external: bool
     """``True`` for a backend given by ``--fsm-session-url``, ``False`` for the loopback one."""
+    ssl_context: ssl.SSLContext | None = None
+    """Whom to trust for a ``wss://`` URL (``--fsm-session-cafile``)."""
 
 
 class PortalSession:
@@ -82,6 +85,43 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="run the fsm_session fixtures and conformance checks against the backend at URL "
         f"(ws://host:port/) instead of a loopback reference server; needs {SECRET_ENV}",
     )
+    group.addoption(
+        CAFILE_OPTION,
+        dest="fsm_session_cafile",
+        default=None,
+        metavar="PEM",
+        help=f"trust this CA for a wss:// {URL_OPTION} (default: the system's CAs)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """With ``--fsm-session-url``: check once, before any test, that the kit can be used and
+    the backend accepts its tokens, so that a setup problem is one message, not one per test."""
+    url: str | None = config.getoption("fsm_session_url", None)
+    if not url or hasattr(config, "workerinput"):
+        return
+    secret = os.environ.get(SECRET_ENV, "")
+    if not secret:
+        raise pytest.UsageError(f"{URL_OPTION} needs the backend's secret in {SECRET_ENV}")
+    try:
+        from fsm_session.testing.conformance.command import client_tls, url_problem
+        from fsm_session.testing.conformance.probes import BackendUncheckable, preflight
+        from fsm_session.testing.conformance.wire import Target
+    except ModuleNotFoundError as exc:
+        raise pytest.UsageError(
+            f"the fsm_session kit needs {exc.name}: pip install 'fsm_session[testing]'"
+        ) from None
+    problem = url_problem(url)
+    if problem is not None:
+        raise pytest.UsageError(f"{URL_OPTION}: {problem}")
+    from fsm_session.testing.credentials import token_minter
+
+    context = client_tls(url, config.getoption("fsm_session_cafile", None))
+    try:
+        trio.run(preflight, Target(url, context), token_minter(secret))
+    except BackendUncheckable as exc:
+        hint = f"; does {SECRET_ENV} match the backend's?" if exc.token_refused else ""
+        raise pytest.UsageError(f"cannot check the backend: {exc}{hint}") from None
 
 
 @pytest.fixture(scope="session")
@@ -99,7 +139,9 @@ def fsm_session_backend(request: pytest.FixtureRequest, fsm_session_portal: Trio
         secret = os.environ.get(SECRET_ENV, "")
         if not secret:
             raise pytest.UsageError(f"{URL_OPTION} needs the backend's secret in {SECRET_ENV}")
-        return Backend(url, secret, _minter(secret), external=True)
+        cafile = request.config.getoption("fsm_session_cafile")
+        context = None if cafile is None else ssl.create_default_context(cafile=cafile)
+        return Backend(url, secret, _minter(secret), external=True, ssl_context=context)
     from fsm_session.server import serve
 
     secret = secrets.token_urlsafe(32)
@@ -110,10 +152,9 @@ def fsm_session_backend(request: pytest.FixtureRequest, fsm_session_portal: Trio
 
 
 def _minter(secret: str) -> MintToken:
-    def mint(external_id: str | None, /, *, ttl: float = 3600.0) -> str:
-        return tokens.mint(secret, external_id=external_id, ttl=ttl, now=time.time())
+    from fsm_session.testing.credentials import token_minter
 
-    return mint
+    return token_minter(secret)
 
 
 @pytest.fixture
@@ -144,7 +185,10 @@ def fsm_session_connect(
     ) -> AsyncIterator[SessionService]:
         token = fsm_session_backend.mint(external_id)
         async with open_session_service(
-            fsm_session_backend.url, access_token=token, config=config
+            fsm_session_backend.url,
+            access_token=token,
+            config=config,
+            ssl_context=fsm_session_backend.ssl_context,
         ) as session:
             yield session
 
@@ -173,7 +217,11 @@ def fsm_session_service(
         stop, done = trio.Event(), trio.Event()
         hosted.update(stop=stop, done=done)
         try:
-            async with open_session_service(fsm_session_backend.url, access_token=token) as service:
+            async with open_session_service(
+                fsm_session_backend.url,
+                access_token=token,
+                ssl_context=fsm_session_backend.ssl_context,
+            ) as service:
                 hosted["service"] = service
                 task_status.started()
                 await stop.wait()
@@ -202,6 +250,8 @@ def fsm_session_check(
     def check(*, fail: bool = True, **kwargs: Any) -> ConformanceReport:
         from fsm_session.testing.conformance import check_backend, format_report
 
+        kwargs.setdefault("secret", fsm_session_backend.secret)
+        kwargs.setdefault("ssl_context", fsm_session_backend.ssl_context)
         report = check_backend(
             fsm_session_backend.url, mint_token=fsm_session_backend.mint, **kwargs
         )

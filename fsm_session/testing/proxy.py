@@ -14,16 +14,18 @@ gives the service the proxy's URL instead. The proxy forwards bytes unchanged, a
 from __future__ import annotations
 
 import json
+import os
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import trio
 
-from fsm_session.testing.wsframes import parse_frame
+from fsm_session.testing.wsframes import build_frame, parse_frame
 
-__all__ = ["Direction", "Frame", "LoopbackProxy"]
+__all__ = ["Direction", "Frame", "LoopbackProxy", "Mutator"]
 
 Direction = Literal["client", "server"]
 """Who sent a frame: the ``client`` (the service) or the ``server`` (the backend)."""
@@ -116,6 +118,22 @@ class _Parser:
         return frame.raw, frame.fin, frame.opcode, frame.payload
 
 
+class Mutator(Protocol):
+    """Rewrites what crosses a :class:`LoopbackProxy`: the mutation harness's broken backends
+    are the real server behind a proxy with a mutator."""
+
+    def head(self, sender: Direction, connection: int, head: bytes) -> bytes:
+        """The HTTP upgrade request (``client``) or response (``server``), as it goes on."""
+        ...
+
+    def message(
+        self, sender: Direction, connection: int, opcode: int, payload: bytes
+    ) -> list[tuple[int, bytes]] | None:
+        """A complete message (a control frame, or all of a message's fragments): ``None`` to
+        forward it unchanged, else the ``(opcode, payload)`` messages to send in its place."""
+        ...
+
+
 class LoopbackProxy:
     """``url = await proxy.start(nursery)``; point a service at ``url`` instead of ``target``.
 
@@ -123,13 +141,24 @@ class LoopbackProxy:
     complete message, before it is forwarded; it must not raise.
     """
 
-    def __init__(self, target: str, on_frame: Callable[[Frame], None] | None = None) -> None:
+    def __init__(
+        self,
+        target: str,
+        on_frame: Callable[[Frame], None] | None = None,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        mutator: Mutator | None = None,
+    ) -> None:
         parts = urlsplit(target)
+        self.mutator = mutator
+        self._tls = ssl_context
+        """For a ``wss://`` target: the proxy speaks TLS to the backend and plain WebSocket to
+        its own clients (its URL is ``ws://``), so it can read every frame."""
         self.target = target
         self._host = parts.hostname or "127.0.0.1"
         self._port = parts.port or (443 if parts.scheme == "wss" else 80)
         self._path = parts.path or "/"
-        self._scheme = parts.scheme or "ws"
+        self._scheme = "ws" if ssl_context is not None else (parts.scheme or "ws")
         self.on_frame = on_frame
         self.frames: list[Frame] = []
         """Every message seen, both directions, in the order seen."""
@@ -176,16 +205,22 @@ class LoopbackProxy:
         server: trio.SocketStream | None = None
         try:
             server = await trio.open_tcp_stream(self._host, self._port)
+            upstream: trio.abc.Stream = server
+            if self._tls is not None:
+                upstream = trio.SSLStream(
+                    server, self._tls, server_hostname=self._host, https_compatible=True
+                )
+                await upstream.do_handshake()
             self._streams.update((client, server))
             with trio.CancelScope() as scope:
                 self._live.add(scope)
                 try:
                     async with trio.open_nursery() as nursery:
-                        nursery.start_soon(self._pipe, client, server, "client", number, scope)
-                        nursery.start_soon(self._pipe, server, client, "server", number, scope)
+                        nursery.start_soon(self._pipe, client, upstream, "client", number, scope)
+                        nursery.start_soon(self._pipe, upstream, client, "server", number, scope)
                 finally:
                     self._live.discard(scope)
-        except OSError:
+        except (OSError, trio.BrokenResourceError):
             pass  # the backend is not there: the client sees its connection closed
         finally:
             for stream in (client, server):
@@ -201,29 +236,53 @@ class LoopbackProxy:
 
     async def _pipe(
         self,
-        source: trio.SocketStream,
-        sink: trio.SocketStream,
+        source: trio.abc.Stream,
+        sink: trio.abc.Stream,
         sender: Direction,
         number: int,
         scope: trio.CancelScope,
     ) -> None:
         parser = _Parser()
+        mutator = self.mutator
+        pending = bytearray()  # with a mutator: a message's fragments, until it is complete
+        first = True
         try:
             while True:
                 data = await source.receive_some(65536)
                 if not data:
                     break
-                for raw, opcode, payload in parser.feed(data):
+                for raw, opcode, payload in parser.feed(bytes(data)):
+                    is_head, first = first, False
+                    if is_head and mutator is not None:
+                        raw = mutator.head(sender, number, raw)
                     if opcode is not None and payload is not None:
                         # Reported first: a held reply was sent by the backend, not yet read.
                         self._seen(sender, number, opcode, payload)
                         while self._held[sender]:
                             await self._released[sender].wait()
+                        if mutator is not None:
+                            raw = bytes(pending) + raw if opcode < 0x8 else raw
+                            if opcode < 0x8:
+                                pending.clear()
+                            raw = self._mutated(mutator, sender, number, opcode, payload, raw)
+                    elif mutator is not None and not is_head and not parser.passthrough:
+                        pending += raw
+                        continue
                     await sink.send_all(raw)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         # One side hung up: end both, as a TCP peer would see it.
         scope.cancel()
+
+    @staticmethod
+    def _mutated(
+        mutator: Mutator, sender: Direction, number: int, opcode: int, payload: bytes, raw: bytes
+    ) -> bytes:
+        replaced = mutator.message(sender, number, opcode, payload)
+        if replaced is None:
+            return raw
+        key = os.urandom(4) if sender == "client" else None  # RFC 6455: clients mask
+        return b"".join(build_frame(data, opcode=op, mask_key=key) for op, data in replaced)
 
     def _seen(self, sender: Direction, number: int, opcode: int, payload: bytes) -> None:
         if opcode not in (_TEXT, _CLOSE):

@@ -1,0 +1,97 @@
+"""The raw probes, section by section of ``specs/protocol.md``, and the check before them all.
+
+Before anything else the kit makes sure the backend can be checked at all (:func:`preflight`):
+reached, and accepting a token the kit minted. Then each section's probes run in turn
+(connecting, frames, messages, closing, limits); the one that waits for a token to expire (P11)
+runs beside them. A probe that cannot finish (the backend hung up, a wait ran out) is noted as
+inconclusive; a rule it saw broken is in the report already.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from functools import partial
+
+import trio
+
+from fsm_session.testing.conformance.closing import check_expiry, check_switch
+from fsm_session.testing.conformance.connecting import check_connecting
+from fsm_session.testing.conformance.framing import check_frames
+from fsm_session.testing.conformance.kit import Kit
+from fsm_session.testing.conformance.limits import check_idle, check_limits
+from fsm_session.testing.conformance.messages import check_messages
+from fsm_session.testing.conformance.report import RuleResult, RuleViolation
+from fsm_session.testing.conformance.wire import HandshakeRefused, Target, handshake
+from fsm_session.testing.credentials import MintToken
+
+__all__ = ["BackendUncheckable", "preflight", "run_probes"]
+
+
+class BackendUncheckable(Exception):
+    """The backend cannot be checked: unreachable, or it refuses the kit's tokens."""
+
+    def __init__(self, message: str, *, token_refused: bool = False) -> None:
+        super().__init__(message)
+        self.token_refused = token_refused
+
+
+async def preflight(target: Target, mint: MintToken) -> None:
+    """Raise :class:`BackendUncheckable` unless a valid token opens a WebSocket at ``target``."""
+    try:
+        with trio.fail_after(target.seconds(5.0)):
+            answer, stream = await handshake(target, token=mint(None))
+    except trio.TooSlowError:
+        raise BackendUncheckable(f"{target.url} did not answer the upgrade in time") from None
+    except (OSError, trio.BrokenResourceError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise BackendUncheckable(f"cannot reach {target.url}: {reason}") from None
+    await trio.aclose_forcefully(stream)
+    if answer.status in (401, 403):
+        raise BackendUncheckable(
+            f"{target.url} refused the kit's token ({answer.status} "
+            f"{answer.body.decode('utf-8', 'replace')[:100]})",
+            token_refused=True,
+        )
+    if answer.status != 101:
+        raise BackendUncheckable(f"{target.url} answered the upgrade {answer.status}, not 101")
+
+
+async def run_probes(
+    target: Target,
+    mint: MintToken,
+    results: dict[str, RuleResult],
+    record: Callable[[RuleViolation, str], None],
+    secret: str | None,
+    idle_timeout: float | None,
+    expiry: bool,
+) -> list[str]:
+    """Run every section's probes; the notes of what could not be decided."""
+    kit = Kit(target, mint, results, record, secret)
+    sections: list[Callable[[Kit], Awaitable[None]]] = [
+        check_connecting,
+        check_frames,
+        check_messages,
+        check_switch,
+        check_limits,
+    ]
+    async with trio.open_nursery() as nursery:
+        # The two probes that wait for the backend's clock run beside the others.
+        nursery.start_soon(_guarded, kit, partial(check_idle, idle_timeout=idle_timeout))
+        if expiry:
+            nursery.start_soon(_guarded, kit, check_expiry)
+        for section in sections:
+            await _guarded(kit, section)
+    return kit.inconclusive
+
+
+async def _guarded(kit: Kit, section: Callable[[Kit], Awaitable[None]]) -> None:
+    name = getattr(section, "__name__", None) or getattr(section, "func", section).__name__
+    started = time.monotonic()
+    try:
+        with trio.fail_after(kit.target.seconds(30.0)):
+            await section(kit)
+    except (OSError, trio.BrokenResourceError, trio.TooSlowError, HandshakeRefused) as exc:
+        kit.inconclusive.append(
+            f"probe {name} stopped after {time.monotonic() - started:.1f} s: {exc!r}"
+        )
