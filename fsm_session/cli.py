@@ -64,6 +64,8 @@ def _serve(args: argparse.Namespace) -> int:
         raise CommandError(f"--port must be from 0 to 65535, not {args.port}")
     ssl_context = _server_tls(args.certfile, args.keyfile)
     config = ServerConfig()
+    if args.idle_timeout is not None:  # e.g. for `conform --idle-timeout` to check P13 quickly
+        config = ServerConfig(idle_timeout=args.idle_timeout)
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s"
     )
@@ -225,6 +227,12 @@ def parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--keyfile", metavar="FILE", help="the PEM private key of --certfile, if not in it"
+    )
+    serve.add_argument(
+        "--idle-timeout",
+        type=_factor,
+        metavar="SECONDS",
+        help="close connections silent for this long with 4003 (default: the server's, 120)",
     )
     serve.set_defaults(run=_serve)
 
