@@ -45,6 +45,7 @@ class _World:
     ) -> None:
         self.url = url
         self.target = Target(url) if target is None else target
+        self.pulse = Pulse()
         self.mint = mint
         self.config = config
         self.ids: dict[str, str] = {}
@@ -104,6 +105,7 @@ class _Client:
         return [f for f in self.proxy.frames if f.sender == "client" and f.text is not None]
 
     def _on_frame(self, frame: Frame) -> None:
+        self.world.pulse.fire()
         self.note()
         if frame.sender == "client" or frame.text is None:
             return
@@ -140,6 +142,7 @@ class _Client:
                 self._on_event(event)
 
     def _on_event(self, event: Event) -> None:
+        self.world.pulse.fire()
         self.note()
         if isinstance(event, SessionStateChangeEvent):
             self._last_change = event
@@ -167,7 +170,7 @@ class _Client:
                 if service.last_transition is not before:
                     self.note()
                     return
-                await trio.lowlevel.checkpoint()
+                await self.world.pulse.wait()
 
         try:
             async with trio.open_nursery() as nursery:
@@ -176,6 +179,7 @@ class _Client:
                     return await call()
                 finally:
                     running = False
+                    self.world.pulse.fire()
         except BaseExceptionGroup as group:
             if len(group.exceptions) == 1:  # the call's own error, as the caller expects it
                 raise group.exceptions[0] from None
@@ -418,10 +422,35 @@ async def _stop(hosted: _Hosted) -> None:
     await hosted.done.wait()
 
 
-async def _until(predicate: Callable[[], bool], seconds: float = 2.0) -> bool:
-    with trio.move_on_after(seconds):
+class Pulse:
+    """Fired whenever something the kit waits on may have changed: a frame through a proxy, an
+    event of a service, a call that ended. Waits re-check their condition at each pulse rather
+    than spinning on ``checkpoint()``.
+
+    Some rows are announced by nothing the public API shows (a ``close`` joining the one in
+    progress, a request's own timeout: no frame, no event), so a wait also re-checks after
+    :data:`RECHECK` seconds without a pulse."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    def fire(self) -> None:
+        self._event.set()
+        self._event = trio.Event()
+
+    async def wait(self) -> None:
+        with trio.move_on_after(RECHECK):
+            await self._event.wait()
+
+
+RECHECK: Final = 0.02
+
+
+async def _until(world: _World, predicate: Callable[[], bool], seconds: float = 2.0) -> bool:
+    """Wait for ``predicate()`` (re-checked at each pulse), at most ``seconds`` (scaled)."""
+    with trio.move_on_after(world.target.seconds(seconds)):
         while not predicate():
-            await trio.lowlevel.checkpoint()
+            await world.pulse.wait()
         return True
     return False
 
