@@ -17,13 +17,12 @@ from fsm_session.models import ParticipantInfo
 from fsm_session.service import (
     SessionService,
 )
+from fsm_session.testing.conformance.hosting import _start_client, _stop
 from fsm_session.testing.conformance.world import (
     _REPLY_TRIGGERS,
     _SEND_EFFECTS,
     _Client,
     _new_id,
-    _start_client,
-    _stop,
     _until,
     _World,
 )

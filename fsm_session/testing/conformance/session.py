@@ -12,14 +12,8 @@ import trio.lowlevel
 from fsm_session.machine import SessionState
 from fsm_session.models import ParticipantInfo
 from fsm_session.testing.conformance.coverage import _follow
-from fsm_session.testing.conformance.world import (
-    _Client,
-    _new_id,
-    _start_client,
-    _stop,
-    _until,
-    _World,
-)
+from fsm_session.testing.conformance.hosting import _start_client, _stop
+from fsm_session.testing.conformance.world import _Client, _new_id, _until, _World
 
 S = SessionState
 
