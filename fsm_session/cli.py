@@ -71,6 +71,8 @@ def _serve(args: argparse.Namespace) -> int:
         check_store_url(store)
     except ConfigurationError as error:
         raise CommandError(error) from None
+    if args.idle_timeout is not None:  # e.g. for `conform --idle-timeout` to check P13 quickly
+        config = ServerConfig(idle_timeout=args.idle_timeout)
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s"
     )
@@ -289,6 +291,12 @@ def parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--inspect-port", type=int, default=0, metavar="PORT", help="the inspector's port"
+    )
+    serve.add_argument(
+        "--idle-timeout",
+        type=_factor,
+        metavar="SECONDS",
+        help="close connections silent for this long with 4003 (default: the server's, 120)",
     )
     serve.set_defaults(run=_serve)
 

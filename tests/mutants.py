@@ -514,7 +514,7 @@ MUTANTS: dict[str, tuple[str, type[Mutator]]] = {
 SAMPLE = (
     "accepts_mismatched_external_id",
     "duplicates_replies",
-    "silent_on_not_json",
+    "errors_with_extra_member",
     "leaks_token",
 )
 """The fast sample ``make test`` runs; ``make mutants`` runs them all."""

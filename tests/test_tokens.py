@@ -73,3 +73,28 @@ def test_p1_an_empty_or_non_string_external_id_claim_is_an_invalid_token() -> No
         token = jwt.encode({"exp": exp}, SECRET, algorithm="HS256")
         with pytest.raises(InvalidToken):
             tokens.verify(token, SECRET, now=NOW)
+
+
+def test_p1_the_schema_of_the_claims_agrees_with_verify() -> None:
+    """P1: ``$defs/tokenClaims`` of the schema refuses what ``verify`` refuses, and no more."""
+    from jsonschema import Draft202012Validator
+
+    from tests.frames import schema
+
+    claims = Draft202012Validator({**schema()["$defs"]["tokenClaims"]})
+    for payload, valid in (
+        ({"exp": NOW + 60}, True),
+        ({"exp": NOW + 60, "external_id": "ada", "iat": NOW}, True),
+        ({"exp": NOW + 60, "external_id": None}, True),
+        ({"exp": str(NOW + 60)}, False),
+        ({"exp": NOW + 60, "external_id": ""}, False),
+        ({"exp": NOW + 60, "external_id": 42}, False),
+        ({"iat": NOW}, False),
+    ):
+        assert claims.is_valid(payload) is valid, payload
+        token = jwt.encode(payload, SECRET, algorithm="HS256")
+        if valid:
+            tokens.verify(token, SECRET, now=NOW)
+        else:
+            with pytest.raises(InvalidToken):
+                tokens.verify(token, SECRET, now=NOW)

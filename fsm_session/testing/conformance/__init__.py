@@ -3,8 +3,11 @@
 :func:`check_backend` is a plain synchronous function. It runs a trio loop in a background thread
 (:class:`~fsm_session.testing.portal.TrioPortal`) and drives, against the backend's URL:
 
-1. **probes** with a raw trio-websocket client, for what the client's own guards would hide
-   (R2, R3, R5, P1, P4, P8);
+1. **probes** on raw connections (:mod:`.wire`, the kit's own WebSocket client), one module per
+   section of ``specs/protocol.md``: :mod:`.connecting` (P1), :mod:`.framing` (P2 to P5, P15),
+   :mod:`.messages` (P6 to P10 with R2, R3, R5, R10, R14, R16), :mod:`.closing` (P11, P12, R17),
+   :mod:`.limits` (P13, P14, R15); every message the backend sends is held against the written
+   protocol (:mod:`.frames`) and P16; each report row says what was tried and what was seen;
 2. **the transition paths** of :func:`fsm_session.diagrams.transition_paths`: each path is
    replayed on a real :class:`~fsm_session.service.SessionService`; calls (``open``,
    ``update``, ``close``) are made, replies (``opened``, ``updated``, ``closed``) are the
@@ -29,6 +32,7 @@ cause are listed in :data:`NOT_REACHABLE` and reported apart.
 from __future__ import annotations
 
 from fsm_session.testing.conformance.command import conform_command
+from fsm_session.testing.conformance.probes import BackendUncheckable
 from fsm_session.testing.conformance.report import (
     CHECKS,
     NOT_REACHABLE,
@@ -43,6 +47,7 @@ from fsm_session.testing.credentials import MintToken, token_minter
 __all__ = [
     "CHECKS",
     "NOT_REACHABLE",
+    "BackendUncheckable",
     "ConformanceReport",
     "MintToken",
     "RuleResult",

@@ -17,13 +17,12 @@ from fsm_session.models import ParticipantInfo
 from fsm_session.service import (
     SessionService,
 )
+from fsm_session.testing.conformance.hosting import _start_client, _stop
 from fsm_session.testing.conformance.world import (
     _REPLY_TRIGGERS,
     _SEND_EFFECTS,
     _Client,
     _new_id,
-    _start_client,
-    _stop,
     _until,
     _World,
 )
@@ -56,7 +55,7 @@ async def _follow(client: _Client, seconds: float = 3.0) -> None:
     participant = service.participant
     last = service.last_transition
     changed = False
-    with trio.move_on_after(seconds):
+    with trio.move_on_after(client.world.target.seconds(seconds)):
         while True:
             if service.last_transition is not last:
                 last, changed = service.last_transition, True
@@ -68,7 +67,7 @@ async def _follow(client: _Client, seconds: float = 3.0) -> None:
             resumed = last is not None and last.trigger == "resumed"
             if changed and settled and (service.state is S.CLOSED or resumed):
                 break
-            await trio.lowlevel.checkpoint()
+            await client.world.pulse.wait()
     client.note()
     reconnects = service.config.reconnect.give_up_after > 0
     if was_open and reconnects and participant is not None:
@@ -105,13 +104,14 @@ async def _replay(world: _World, path: TransitionPath, steps: list[str]) -> None
                 await run()
             finally:
                 running -= 1
+                world.pulse.fire()
 
         def idle() -> bool:
             return running == 0
 
         async def settle() -> None:
             proxy.release("server")
-            await _until(lambda: running == 0, seconds=5.0)
+            await _until(world, lambda: running == 0, seconds=5.0)
 
         async with trio.open_nursery() as calls:
             for i, step in enumerate(path.steps):
@@ -124,7 +124,7 @@ async def _replay(world: _World, path: TransitionPath, steps: list[str]) -> None
                 if trigger in ("connection_lost", "lost", "resumed"):
                     if proxy.live == 0:
                         continue  # nothing to lose: covered by the scenarios instead
-                    await _until(lambda: service.socket_state is WebSocketState.CONNECTED)
+                    await _until(world, lambda: service.socket_state is WebSocketState.CONNECTED)
                     client.faulted = cut = True
                     proxy.cut()
                     await _follow(client)
@@ -144,11 +144,11 @@ async def _replay(world: _World, path: TransitionPath, steps: list[str]) -> None
                         burst=following is not None and following.trigger == "update_failed",
                     ),
                 )
-                await _until(partial(_moved, service, before_row, idle))
+                await _until(world, partial(_moved, service, before_row, idle))
                 if answered:
                     await settle()
                 elif sends:
-                    await _until(partial(_sent_more, client, before_frames, idle))
+                    await _until(world, partial(_sent_more, client, before_frames, idle))
             await settle()
         await _stop(hosted)
 

@@ -19,15 +19,9 @@ from hypothesis.stateful import (
 from fsm_session.machine import SessionState
 from fsm_session.models import ParticipantInfo
 from fsm_session.testing import strategies
+from fsm_session.testing.conformance.hosting import _Hosted, _start_client, _stop
 from fsm_session.testing.conformance.report import RuleViolation
-from fsm_session.testing.conformance.world import (
-    _Client,
-    _Hosted,
-    _new_id,
-    _start_client,
-    _stop,
-    _World,
-)
+from fsm_session.testing.conformance.world import _Client, _new_id, _World
 from fsm_session.testing.portal import TrioPortal
 
 S = SessionState

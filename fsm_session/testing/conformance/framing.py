@@ -34,13 +34,15 @@ async def _answers(
 
 
 async def _still_serves(kit: Kit, client: RawClient, rule: str) -> None:
+    # An update without a session: answered with its id by every backend that still serves.
     rid = client.next_id = client.next_id + 1000
-    await client.send_text(json.dumps({"type": "close", "id": rid}))
+    update = {"type": "update", "id": rid, "name": "A", "avatar_url": None}
+    await client.send_text(json.dumps(update))
     reply = await client.reply(rid)
     kit.expect(
         rule,
         "the connection goes on serving after the refusals",
-        reply is not None and reply.get("type") == "closed" and reply.get("id") == rid,
+        reply is not None and reply.get("code") == "session_not_open",
         reply,
         client,
     )
@@ -105,12 +107,12 @@ async def check_frames(kit: Kit) -> None:
         await _answers(
             kit, client, "P3", "then id 4", '{"type":"close","id":4}', "bad_request_id", 4
         )
-        await client.send_text('{"type":"close","id":9}')
+        await client.send_text('{"type":"update","id":9,"name":"A","avatar_url":null}')
         reply = await client.reply(9)
         kit.expect(
             "P3",
-            "then id 9 (not consecutive): closed",
-            reply is not None and reply.get("type") == "closed" and reply.get("id") == 9,
+            "then id 9 (not consecutive): carried out (session_not_open)",
+            reply is not None and reply.get("code") == "session_not_open",
             reply,
             client,
         )

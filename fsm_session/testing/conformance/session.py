@@ -12,14 +12,8 @@ import trio.lowlevel
 from fsm_session.machine import SessionState
 from fsm_session.models import ParticipantInfo
 from fsm_session.testing.conformance.coverage import _follow
-from fsm_session.testing.conformance.world import (
-    _Client,
-    _new_id,
-    _start_client,
-    _stop,
-    _until,
-    _World,
-)
+from fsm_session.testing.conformance.hosting import _start_client, _stop
+from fsm_session.testing.conformance.world import _Client, _new_id, _until, _World
 
 S = SessionState
 
@@ -37,7 +31,7 @@ async def _switch_scenario(world: _World, steps: list[str]) -> None:
         await second.client.open(ParticipantInfo("A"), note=False)
         if participant is not None and first.client.service.participant is not None:
             first.client.faulted = True
-            ended = await _until(lambda: first.client.service.state is S.CLOSED)
+            ended = await _until(world, lambda: first.client.service.state is S.CLOSED)
             if not ended:
                 second.client.fail("R17", "the first session was not ended")
         steps.append("B: close()")
@@ -81,7 +75,9 @@ async def _named_while_down_scenario(world: _World, steps: list[str]) -> None:
             proxy.hold("server")
             seen = len(proxy.frames)
             nursery.start_soon(partial(client.update, name="Named", note=False))
-            await _until(lambda: any(f.type == "updated" for f in proxy.frames[seen:]), seconds=2.0)
+            await _until(
+                world, lambda: any(f.type == "updated" for f in proxy.frames[seen:]), seconds=2.0
+            )
             proxy.cut()
             proxy.release("server")
             await _follow(client)
@@ -123,6 +119,7 @@ async def _expiry_scenario(world: _World, steps: list[str]) -> None:
             nursery.start_soon(partial(opening.client.open, ParticipantInfo("Opening"), note=False))
             nursery.start_soon(partial(closing.client.close, note=False))
             await _until(
+                world,
                 lambda: (
                     opening.client.service.state is S.CLOSED
                     and closing.client.service.state is S.CLOSED

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Final
 
 import trio
@@ -18,7 +18,6 @@ from fsm_session.models import Participant, ParticipantInfo
 from fsm_session.service import (
     ServiceConfig,
     SessionService,
-    open_session_service,
 )
 from fsm_session.testing.conformance.frames import problem_of
 from fsm_session.testing.conformance.report import Row, RuleViolation
@@ -45,6 +44,7 @@ class _World:
     ) -> None:
         self.url = url
         self.target = Target(url) if target is None else target
+        self.pulse = Pulse()
         self.mint = mint
         self.config = config
         self.ids: dict[str, str] = {}
@@ -104,6 +104,7 @@ class _Client:
         return [f for f in self.proxy.frames if f.sender == "client" and f.text is not None]
 
     def _on_frame(self, frame: Frame) -> None:
+        self.world.pulse.fire()
         self.note()
         if frame.sender == "client" or frame.text is None:
             return
@@ -140,6 +141,7 @@ class _Client:
                 self._on_event(event)
 
     def _on_event(self, event: Event) -> None:
+        self.world.pulse.fire()
         self.note()
         if isinstance(event, SessionStateChangeEvent):
             self._last_change = event
@@ -167,7 +169,7 @@ class _Client:
                 if service.last_transition is not before:
                     self.note()
                     return
-                await trio.lowlevel.checkpoint()
+                await self.world.pulse.wait()
 
         try:
             async with trio.open_nursery() as nursery:
@@ -176,6 +178,7 @@ class _Client:
                     return await call()
                 finally:
                     running = False
+                    self.world.pulse.fire()
         except BaseExceptionGroup as group:
             if len(group.exceptions) == 1:  # the call's own error, as the caller expects it
                 raise group.exceptions[0] from None
@@ -358,70 +361,35 @@ class _Client:
                         self.fail("P8", f"close (id {frame.id}) was not answered with 'closed'")
 
 
-@dataclass
-class _Hosted:
-    client: _Client
-    stop: trio.Event
-    done: trio.Event
+class Pulse:
+    """Fired whenever something the kit waits on may have changed: a frame through a proxy, an
+    event of a service, a call that ended. Waits re-check their condition at each pulse rather
+    than spinning on ``checkpoint()``.
+
+    Some rows are announced by nothing the public API shows (a ``close`` joining the one in
+    progress, a request's own timeout: no frame, no event), so a wait also re-checks after
+    :data:`RECHECK` seconds without a pulse."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    def fire(self) -> None:
+        self._event.set()
+        self._event = trio.Event()
+
+    async def wait(self) -> None:
+        with trio.move_on_after(RECHECK):
+            await self._event.wait()
 
 
-async def _host(
-    world: _World,
-    token: str,
-    external_id: str | None,
-    steps: list[str],
-    config: ServiceConfig,
-    task_status: trio.TaskStatus[_Hosted],
-) -> None:
-    done = trio.Event()
-    proxy = LoopbackProxy(world.url, ssl_context=world.target.tls)
-    try:
-        async with trio.open_nursery() as inner:
-            url = await proxy.start(inner)
-            try:
-                async with open_session_service(url, access_token=token, config=config) as service:
-                    client = _Client(world, service, proxy, external_id, steps)
-                    await inner.start(client.watch_events)
-                    hosted = _Hosted(client, trio.Event(), done)
-                    task_status.started(hosted)
-                    await hosted.stop.wait()
-                    proxy.release("client")
-                    proxy.release("server")
-            except SessionError:
-                pass  # a backend misbehaving on the way out; its rules were checked already
-            finally:
-                inner.cancel_scope.cancel()
-    finally:
-        proxy.close()  # whatever a cancelled handler could not close itself
-        done.set()
+RECHECK: Final = 0.02
 
 
-async def _start_client(
-    world: _World,
-    nursery: trio.Nursery,
-    steps: list[str],
-    *,
-    external_id: str | None,
-    token: str | None = None,
-    config: ServiceConfig | None = None,
-) -> _Hosted:
-    token = world.mint(external_id) if token is None else token
-    config = world.config if config is None else config
-    if "P8" in world.skip:  # the logout is known not to be answered: do not wait for it
-        config = replace(config, logout_timeout=min(config.logout_timeout, 0.01))
-    hosted: _Hosted = await nursery.start(_host, world, token, external_id, steps, config)
-    return hosted
-
-
-async def _stop(hosted: _Hosted) -> None:
-    hosted.stop.set()
-    await hosted.done.wait()
-
-
-async def _until(predicate: Callable[[], bool], seconds: float = 2.0) -> bool:
-    with trio.move_on_after(seconds):
+async def _until(world: _World, predicate: Callable[[], bool], seconds: float = 2.0) -> bool:
+    """Wait for ``predicate()`` (re-checked at each pulse), at most ``seconds`` (scaled)."""
+    with trio.move_on_after(world.target.seconds(seconds)):
         while not predicate():
-            await trio.lowlevel.checkpoint()
+            await world.pulse.wait()
         return True
     return False
 
