@@ -76,7 +76,8 @@ class ServiceWatcher(Protocol):
     ``follow`` is called once, as the service starts, and calls ``service.watch(self)``. Then
     ``service_event`` is called synchronously with every event the service publishes (after its
     machine moved, so ``service.last_transition`` is the row taken), and ``service_ended`` once
-    when the service ends. None may raise or wait.
+    when the service ends. None may wait; one that raises is logged and detached, and the service
+    goes on as if it were not there.
     """
 
     def follow(self, service: SessionService) -> None: ...
@@ -357,7 +358,16 @@ class SessionService:
     def _publish(self, event: Event) -> None:
         self._hub.publish(event)
         for watcher in self._watchers:
-            watcher.service_event(self, event)
+            try:
+                watcher.service_event(self, event)
+            except Exception:
+                self._detach(watcher)
+
+    def _detach(self, watcher: ServiceWatcher) -> None:
+        """A watcher that raised is logged once and told nothing more: it runs inside the
+        machine's move, where an error would leave the session between two states."""
+        log.exception("a service watcher failed and is detached: %r", watcher)
+        self._watchers = [other for other in self._watchers if other is not watcher]
 
     # ------------------------------------------------------------------ what the transport reports
 
@@ -436,7 +446,10 @@ async def open_session_service(
                     await service.close()
                     service._hub.end()
                     for watcher in service._watchers:
-                        watcher.service_ended(service)
+                        try:
+                            watcher.service_ended(service)
+                        except Exception:
+                            service._detach(watcher)
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         # Let one error out of the nursery as itself, not inside an exception group.
