@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast, overload
+from typing import Any, cast, overload
 
 import trio
 
@@ -36,7 +36,7 @@ from fsm_session.events import Event
 from fsm_session.machine import MISSING, Effect, On, SessionState, WebSocketState
 from fsm_session.models import Participant, ParticipantInfo
 from fsm_session.protocol import Message
-from fsm_session.streams import EventsDropped, EventStream, Hub
+from fsm_session.streams import EventsDropped, EventStream, Hub, ServiceWatcher, Watchers
 from fsm_session.transport import StreamOpener, Transport, TransportConfig
 from fsm_session.upkeep import settled, wait
 
@@ -70,23 +70,6 @@ class ServiceConfig:
     """Events a subscriber may fall behind by before its stream ends with ``EventsDropped``."""
 
 
-class ServiceWatcher(Protocol):
-    """Sees services' events as they happen, such as the live inspector (``fsm_session.inspector``).
-
-    ``follow`` is called once, as the service starts, and calls ``service.watch(self)``. Then
-    ``service_event`` is called synchronously with every event the service publishes (after its
-    machine moved, so ``service.last_transition`` is the row taken), and ``service_ended`` once
-    when the service ends. None may wait; one that raises is logged and detached, and the service
-    goes on as if it were not there.
-    """
-
-    def follow(self, service: SessionService) -> None: ...
-
-    def service_event(self, service: SessionService, event: Event) -> None: ...
-
-    def service_ended(self, service: SessionService) -> None: ...
-
-
 class SessionService:
     """A client's session with a backend. Create it with :func:`open_session_service`."""
 
@@ -118,7 +101,7 @@ class SessionService:
         claims = tokens.read_claims(access_token)
         self.config = config = config or ServiceConfig()
         self._hub = Hub()
-        self._watchers: list[ServiceWatcher] = []
+        self._watchers = Watchers()
         self._proto = ClientProtocol(
             token_external_id=claims.external_id,
             on_event=self._publish,
@@ -353,21 +336,12 @@ class SessionService:
 
     def watch(self, watcher: ServiceWatcher) -> None:
         """Tell ``watcher`` of every event from now on, and of the service's end."""
-        self._watchers.append(watcher)
+        self._watchers.add(watcher)
 
     def _publish(self, event: Event) -> None:
         self._hub.publish(event)
-        for watcher in self._watchers:
-            try:
-                watcher.service_event(self, event)
-            except Exception:
-                self._detach(watcher)
-
-    def _detach(self, watcher: ServiceWatcher) -> None:
-        """A watcher that raised is logged once and told nothing more: it runs inside the
-        machine's move, where an error would leave the session between two states."""
-        log.exception("a service watcher failed and is detached: %r", watcher)
-        self._watchers = [other for other in self._watchers if other is not watcher]
+        if self._watchers:
+            self._watchers.event(self, event)
 
     # ------------------------------------------------------------------ what the transport reports
 
@@ -445,11 +419,7 @@ async def open_session_service(
                 with trio.CancelScope(shield=True):
                     await service.close()
                     service._hub.end()
-                    for watcher in service._watchers:
-                        try:
-                            watcher.service_ended(service)
-                        except Exception:
-                            service._detach(watcher)
+                    service._watchers.ended(service)
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         # Let one error out of the nursery as itself, not inside an exception group.

@@ -1,13 +1,22 @@
-"""The events a session publishes, delivered in order to each subscriber's bounded stream."""
+"""The events a session publishes: delivered in order to each subscriber's bounded stream, and
+synchronously to the service's watchers (the live inspector)."""
 
 from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
 from fsm_session.errors import SessionError
 from fsm_session.events import Event
 
-__all__ = ["EventStream", "EventsDropped", "Hub"]
+if TYPE_CHECKING:
+    from fsm_session.service import SessionService
+
+__all__ = ["EventStream", "EventsDropped", "Hub", "ServiceWatcher", "Watchers"]
+
+log = logging.getLogger("fsm_session.service")
 
 
 class EventsDropped(SessionError):
@@ -109,3 +118,54 @@ class Hub:
         for subscriber in self.subscribers:
             subscriber.send.close()
         self.subscribers.clear()
+
+
+class ServiceWatcher(Protocol):
+    """Sees services' events as they happen, such as the live inspector (``fsm_session.inspector``).
+
+    ``follow`` is called once, as the service starts, and calls ``service.watch(self)``. Then
+    ``service_event`` is called synchronously with every event the service publishes (after its
+    machine moved, so ``service.last_transition`` is the row taken), and ``service_ended`` once
+    when the service ends. None may wait; one that raises is logged and detached, and the service
+    goes on as if it were not there.
+    """
+
+    def follow(self, service: SessionService) -> None: ...
+
+    def service_event(self, service: SessionService, event: Event) -> None: ...
+
+    def service_ended(self, service: SessionService) -> None: ...
+
+
+class Watchers:
+    """The watchers of one service. Each is called inside the machine's move, where an error
+    would leave the session between two states: one that raises is logged once and detached."""
+
+    __slots__ = ("_all",)
+
+    def __init__(self) -> None:
+        self._all: tuple[ServiceWatcher, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self._all)
+
+    def add(self, watcher: ServiceWatcher) -> None:
+        self._all = (*self._all, watcher)
+
+    def event(self, service: SessionService, event: Event) -> None:
+        for watcher in self._all:
+            try:
+                watcher.service_event(service, event)
+            except Exception:
+                self._detach(watcher)
+
+    def ended(self, service: SessionService) -> None:
+        for watcher in self._all:
+            try:
+                watcher.service_ended(service)
+            except Exception:
+                self._detach(watcher)
+
+    def _detach(self, watcher: ServiceWatcher) -> None:
+        log.exception("a service watcher failed and is detached: %r", watcher)
+        self._all = tuple(other for other in self._all if other is not watcher)
