@@ -2,8 +2,10 @@
 
 Every state is a key; every state is reachable from the initial one and the initial state from
 every state; every trigger has a handler method on the model's class and, where some state has no
-row for it, a refusal; no row is shadowed by an unconditional row of the same trigger before it.
-"""
+row for it, a refusal; no row is shadowed by an unconditional row of the same trigger before it;
+the last row of each trigger in each state has no selector, so some row always applies (its
+guards may still refuse); every guard is a :class:`~fsm_session.engine.rows.Guard`, which passes
+or raises, never answers ``False``."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from collections.abc import Mapping
 from enum import Enum
 from typing import Any
 
-from fsm_session.engine.rows import On, Refusal
+from fsm_session.engine.rows import Guard, On, Refusal
 
 __all__ = ["InvalidDefinition", "check_definition"]
 
@@ -44,10 +46,27 @@ def _edges(table: Mapping[Any, tuple[On, ...]], states: set[Enum]) -> dict[Enum,
                 )
             if not row.when:
                 open_ended.add(row.trigger)
+            if not all(isinstance(check, Guard) for check in row.guards):
+                raise InvalidDefinition(
+                    f"{source.name}: a guard of a row on {row.trigger!r} is not a Guard "
+                    "(declare it with @guard(rule, error); a selector goes in when=)"
+                )
             if row.dest is not None and row.dest not in states:
                 raise InvalidDefinition(f"{source.name}: {row.dest!r} is not a state")
             edges[source].add(source if row.dest is None else row.dest)
     return edges
+
+
+def _check_last_rows(table: Mapping[Any, tuple[On, ...]]) -> None:
+    """Some row of each trigger always applies: the last one of each state has no selector."""
+    for source, rows in table.items():
+        last = {row.trigger: row for row in rows}
+        for trigger, row in last.items():
+            if row.when:
+                raise InvalidDefinition(
+                    f"{source.name}: the last row on {trigger!r} has a selector (when=), so no "
+                    "row may apply; end the trigger's rows with one without a selector"
+                )
 
 
 def check_definition(
@@ -92,3 +111,4 @@ def check_definition(
         raise InvalidDefinition(
             f"{initial.name} is unreachable from: {sorted(s.name for s in stuck)}"
         )
+    _check_last_rows(table)

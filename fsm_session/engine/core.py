@@ -53,7 +53,9 @@ class Core:
             refusal = self._refusals[trigger]
             error = cast(RuleError, refusal.error)
             raise error(refusal.reason, rule=refusal.rule, trigger=trigger, state=self.state)
-        if not event.trigger(self, **kwargs):  # pragma: no cover - check_definition forbids it
+        # check_definition makes some row always apply (the last row of each trigger has no
+        # selector, and guards pass or raise), so this is only reached by a machine built around it.
+        if not event.trigger(self, **kwargs):  # pragma: no cover - declare's check forbids it
             raise InvalidDefinition(f"no row of {self.state.name} applies to {trigger!r}")
         effect = self.last.effect  # type: ignore[union-attr]  # the row just taken
         return self._no_effect if effect is None else effect
@@ -64,15 +66,27 @@ class Core:
 _C = TypeVar("_C", bound=Core)
 
 
+def _frozen(value: object) -> Hashable:
+    """``value`` with its lists, dicts and sets made hashable, each tagged with its type."""
+    if isinstance(value, list | tuple):
+        return (type(value).__name__, tuple(_frozen(item) for item in value))
+    if isinstance(value, dict):
+        return ("dict", frozenset((key, _frozen(item)) for key, item in value.items()))
+    if isinstance(value, set | frozenset):
+        return (type(value).__name__, frozenset(_frozen(item) for item in value))
+    return value
+
+
 def _slots_snapshot(model: Core) -> Hashable:
-    """Every slot of the model but ``last``: the data a row's outcome may depend on."""
+    """Every slot of the model but ``last``, lists, dicts and sets frozen: the data a row's
+    outcome may depend on."""
     names = [
         name
         for cls in type(model).__mro__
         for name in getattr(cls, "__slots__", ())
         if name != "last"
     ]
-    return tuple(getattr(model, name, None) for name in names)
+    return tuple(_frozen(getattr(model, name, None)) for name in names)
 
 
 @dataclass(frozen=True, eq=False)
@@ -134,8 +148,12 @@ def declare(
     state is refused there by ``refusals[trigger]``, else by ``default_refusal``. ``kinds`` says who
     fires each trigger (a public call by default). ``samples`` lists, per trigger, the arguments
     the exploration of paths gives it (by default one call without arguments); ``snapshot`` (by
-    default every slot but ``last``) tells explored models apart. ``no_effect`` is what a row
-    without an effect hands back. Raises :class:`InvalidDefinition` for an unsound table.
+    default every slot but ``last``, with lists, dicts and sets frozen) tells explored models
+    apart. The exploration fires triggers on deep copies of the model (``copy.deepcopy``; a model
+    class may define ``__deepcopy__``). ``no_effect`` is what a row without an effect hands back.
+    Raises :class:`InvalidDefinition` for an unsound table, or for a model class whose instances
+    carry a ``__dict__`` (its data would escape the snapshot): every class of a model has
+    ``__slots__``.
     """
     if not table:
         raise InvalidDefinition(f"the {name} machine's table is empty")
@@ -149,6 +167,12 @@ def declare(
         raise InvalidDefinition(
             f"{model.__name__} already carries the {model.definition.name} machine; "
             "declare each machine on a model class of its own"
+        )
+    loose = [cls.__name__ for cls in model.__mro__ if "__dict__" in vars(cls)]
+    if loose:
+        raise InvalidDefinition(
+            f"{model.__name__} instances carry a __dict__ (from {loose[0]}): explored copies "
+            "and snapshots read slots only; give every class of the model __slots__"
         )
     check_definition(table, start, refusing, model)
     for trigger in {*(kinds or {}), *(samples or {})} - triggers:

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import copy
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from fsm_session.engine.checks import InvalidDefinition
 from fsm_session.engine.core import Core, Definition
 from fsm_session.engine.graph import Edge, Graph, graph_of
 from fsm_session.engine.rows import On
@@ -97,14 +98,29 @@ def replay(path: TransitionPath, model: Core) -> Core:
     return model
 
 
+def _snapshot(definition: Definition[Any], model: Core) -> Hashable:
+    snapshot = definition.snapshot(model)
+    try:
+        hash(snapshot)
+    except TypeError as exc:
+        raise InvalidDefinition(
+            f"the {definition.name} machine's snapshot of {model!r} is not hashable ({exc}); "
+            "declare snapshot= to say what tells its models apart"
+        ) from exc
+    return snapshot
+
+
 def _explore(
     graph: Graph, definition: Definition[Any], limit: int
 ) -> dict[tuple[str, int], TransitionPath]:
     by_row = {(edge.source, id(edge.row)): edge for edge in graph.edges}
     refused = _refusal_errors(definition)
+    # Explored models are deep copies, so no two share a list, a set or a dict; the table's rows
+    # (which ``last`` names) are kept as they are. A model class may define ``__deepcopy__``.
+    rows = {id(row): row for rows in definition.table.values() for row in rows}
     start = definition.new()
     found: dict[tuple[str, int], TransitionPath] = {}
-    seen = {definition.snapshot(start)}
+    seen = {_snapshot(definition, start)}
     queue: deque[tuple[Any, tuple[Step, ...]]] = deque([(start, ())])
     while queue and len(found) < len(graph.edges):
         here, steps = queue.popleft()
@@ -112,7 +128,7 @@ def _explore(
             if sample.when is not None and not sample.when(here):
                 continue
             kwargs = MappingProxyType(sample.kwargs(here))
-            model = copy.copy(here)
+            model = copy.deepcopy(here, dict(rows))
             source = model.state.name
             try:
                 getattr(model, trigger)(**kwargs)
@@ -122,7 +138,7 @@ def _explore(
             step = Step(trigger, sample.label, kwargs, edge)
             if edge.key not in found:
                 found[edge.key] = TransitionPath(graph.name, edge, (*steps, step))
-            snapshot = definition.snapshot(model)
+            snapshot = _snapshot(definition, model)
             if snapshot not in seen and len(seen) < limit:
                 seen.add(snapshot)
                 queue.append((model, (*steps, step)))
