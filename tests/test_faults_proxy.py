@@ -32,14 +32,23 @@ from fsm_session.testing.proxy import (
     Capture,
     Corrupt,
     Delay,
+    Direction,
     Drop,
+    Frame,
     Inject,
     LoopbackProxy,
     Stall,
     Truncate,
     open_proxy,
 )
-from fsm_session.testing.wsframes import HANDSHAKE, OP_CLOSE, build_frame, parse_frame
+from fsm_session.testing.wsframes import (
+    HANDSHAKE,
+    OP_CLOSE,
+    OP_CONTINUATION,
+    OP_TEXT,
+    build_frame,
+    parse_frame,
+)
 from fsm_session.transport import TransportConfig
 from tests.conftest import Mint
 from tests.leaks import assert_no_leaks, fd_count, leak_snapshot, live_tasks, open_silent_peer
@@ -144,15 +153,9 @@ RESPONSE = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnectio
 KEY = b"\x01\x02\x03\x04"
 
 
-async def test_bytes_unchanged_and_faults_exact_on_the_wire(nursery: trio.Nursery) -> None:
-    """Byte level, against a scripted upstream: frames of every length form pass unchanged;
-    Corrupt re-frames with the client's mask key; Truncate forwards exactly ``keep`` bytes."""
-    to_client = [
-        build_frame('{"type": "opened"}'),
-        build_frame("x" * 300),  # 16-bit length
-        build_frame("y" * 70_000),  # 64-bit length
-        build_frame(b"\x03\xe8", opcode=OP_CLOSE),
-    ]
+async def scripted_upstream(nursery: trio.Nursery, answer: bytes) -> tuple[int, list[bytes]]:
+    """A backend that reads the upgrade request and one frame, answers ``answer`` and hangs up;
+    its port, and what each of its connections received."""
     received: list[bytes] = []
 
     async def upstream(stream: trio.SocketStream) -> None:
@@ -165,36 +168,91 @@ async def test_bytes_unchanged_and_faults_exact_on_the_wire(nursery: trio.Nurser
                         break
             received.append(data)
             with contextlib.suppress(trio.BrokenResourceError):  # a truncate cuts it short
-                await stream.send_all(RESPONSE + b"".join(to_client))
+                await stream.send_all(answer)
 
     listeners = await nursery.start(trio.serve_tcp, upstream, 0)
-    port = listeners[0].socket.getsockname()[1]
+    return listeners[0].socket.getsockname()[1], received
+
+
+async def exchange(proxy: LoopbackProxy, sent: bytes) -> bytes:
+    """Send the upgrade request and ``sent`` through ``proxy``; all that comes back."""
+    with trio.fail_after(5):
+        client = await trio.open_tcp_stream("127.0.0.1", proxy.port)
+        async with client:
+            await client.send_all(REQUEST + sent)
+            data = b""
+            for _ in range(1000):
+                chunk = await client.receive_some(65536)
+                if not chunk:
+                    return data
+                data += chunk
+    raise AssertionError("no EOF")
+
+
+async def test_bytes_unchanged_and_faults_exact_on_the_wire(nursery: trio.Nursery) -> None:
+    """Byte level, against a scripted upstream: frames of every length form pass unchanged;
+    Corrupt re-frames with the client's mask key; Truncate forwards exactly ``keep`` bytes."""
+    to_client = [
+        build_frame('{"type": "opened"}'),
+        build_frame("x" * 300),  # 16-bit length
+        build_frame("y" * 70_000),  # 64-bit length
+        build_frame(b"\x03\xe8", opcode=OP_CLOSE),
+    ]
+    port, received = await scripted_upstream(nursery, RESPONSE + b"".join(to_client))
     before = leak_snapshot()
     sent_frame = build_frame('{"type": "open"}', mask_key=KEY)
 
-    async def exchange(proxy: LoopbackProxy) -> bytes:
-        with trio.fail_after(5):
-            client = await trio.open_tcp_stream("127.0.0.1", proxy.port)
-            async with client:
-                await client.send_all(REQUEST + sent_frame)
-                data = b""
-                for _ in range(1000):
-                    chunk = await client.receive_some(65536)
-                    if not chunk:
-                        return data
-                    data += chunk
-        raise AssertionError("no EOF")
-
     async with open_proxy(f"ws://127.0.0.1:{port}/") as proxy:
-        assert await exchange(proxy) == RESPONSE + b"".join(to_client)
+        assert await exchange(proxy, sent_frame) == RESPONSE + b"".join(to_client)
         assert received[-1] == REQUEST + sent_frame
         assert proxy.count(TO_CLIENT, "opened") == 1 and proxy.count(TO_CLIENT, "<text>") == 2
 
         proxy.arm(Corrupt(b"garbage"), TO_SERVER, "open")
         proxy.arm(Truncate(keep=len(to_client[1]) - 7), TO_CLIENT, nth=2)
-        got = await exchange(proxy)
+        got = await exchange(proxy, sent_frame)
         assert got == RESPONSE + to_client[0] + to_client[1][:-7]
         assert received[-1] == REQUEST + build_frame(b"garbage", mask_key=KEY)
+    await assert_no_leaks(before)
+
+
+class Renamer:
+    """A mutator that renames every ``opened`` the server sends to ``closed``."""
+
+    def head(self, sender: Direction, connection: int, head: bytes) -> bytes:
+        return head
+
+    def message(
+        self, sender: Direction, connection: int, opcode: int, payload: bytes
+    ) -> list[tuple[int, bytes]] | None:
+        if sender != TO_CLIENT or opcode != OP_TEXT:
+            return None
+        return [(OP_TEXT, payload.replace(b"opened", b"closed"))]
+
+
+async def test_messages_whole_to_observers_and_mutators_frames_to_faults(
+    nursery: trio.Nursery,
+) -> None:
+    """One proxy, two views: a fragmented message reaches ``on_frame`` and the mutator whole,
+    while the counts (and so the faults) see each frame on the wire."""
+    fragments = build_frame('{"type": ', fin=False) + build_frame(
+        '"opened"}', opcode=OP_CONTINUATION
+    )
+    port, _ = await scripted_upstream(nursery, RESPONSE + fragments)
+    before = leak_snapshot()
+    seen: list[Frame] = []
+    async with open_proxy(f"ws://127.0.0.1:{port}/", on_frame=seen.append) as proxy:
+        got = await exchange(proxy, build_frame('{"type": "open"}', mask_key=KEY))
+        assert got == RESPONSE + fragments
+        assert [(f.sender, f.connection, f.type) for f in seen] == [
+            (TO_SERVER, 0, "open"),
+            (TO_CLIENT, 0, "opened"),
+        ]
+        assert proxy.frames == seen
+        assert proxy.count(TO_CLIENT, "<text>") == proxy.count(TO_CLIENT, "<continuation>") == 1
+        assert proxy.count(TO_CLIENT, "opened") == 0
+    async with open_proxy(f"ws://127.0.0.1:{port}/", mutator=Renamer()) as proxy:
+        got = await exchange(proxy, build_frame('{"type": "open"}', mask_key=KEY))
+        assert got == RESPONSE + build_frame('{"type": "closed"}')
     await assert_no_leaks(before)
 
 

@@ -229,6 +229,7 @@ class LoopbackProxy:
             if self.counts[direction, label] >= count:
                 return
             await self._changed.wait()
+        raise RuntimeError("wait_for waited too long")  # pragma: no cover
 
     async def wait_connections(self, count: int) -> None:
         """Wait until ``count`` connections were accepted (bound it yourself)."""
@@ -236,6 +237,7 @@ class LoopbackProxy:
             if self.connections >= count:
                 return
             await self._changed.wait()
+        raise RuntimeError("wait_connections waited too long")  # pragma: no cover
 
     def _notify(self) -> None:
         self._changed.set()
