@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import time
 from collections.abc import Callable, Iterator
 from functools import partial
 
@@ -12,8 +11,8 @@ import pytest
 import trio
 from hypothesis import settings
 
-from fsm_session import tokens
 from fsm_session.server import serve
+from fsm_session.testing.credentials import token_minter
 from tests.redis_server import RedisServer
 
 settings.register_profile("default", deadline=None)
@@ -30,10 +29,7 @@ def secret() -> str:
 
 @pytest.fixture
 def mint(secret: str) -> Mint:
-    def mint_(external_id: str | None = None, ttl: float = 3600.0) -> str:
-        return tokens.mint(secret, external_id=external_id, ttl=ttl, now=time.time())
-
-    return mint_
+    return token_minter(secret)
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ import jwt
 
 from fsm_session.server import serve
 from fsm_session.server.config import ServerConfig
+from fsm_session.testing.credentials import signed_token
 from fsm_session.testing.portal import TrioPortal
 from fsm_session.testing.proxy import Direction, LoopbackProxy
 
@@ -108,7 +109,7 @@ class Mutator:
             claims = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError:
             return None
-        return jwt.encode({**claims, **changes}, self.secret, algorithm="HS256")
+        return signed_token(self.secret, {**claims, **changes})
 
 
 # ------------------------------------------------------------------------------ P1 Handshake

@@ -157,14 +157,21 @@ def test_plugin_runs_a_third_party_test_against_an_external_url(
     result.assert_outcomes(passed=2)
 
 
+@pytest.mark.parametrize("secret", [None, "short"])
 def test_plugin_option_needs_the_secret(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, secret: str | None
 ) -> None:
-    monkeypatch.delenv("FSM_SESSION_SECRET", raising=False)
+    """The plugin reads the secret as ``fsm-session conform`` does: missing or too short is one
+    usage error, before any test."""
+    if secret is None:
+        monkeypatch.delenv("FSM_SESSION_SECRET", raising=False)
+    else:
+        monkeypatch.setenv("FSM_SESSION_SECRET", secret)
     pytester.makepyfile("def test_x(fsm_session_url):\n    pass\n")
     result = pytester.runpytest("--fsm-session-url", "ws://127.0.0.1:9/")
-    assert "FSM_SESSION_SECRET" in result.stdout.str() + result.stderr.str()
-    assert result.ret != 0
+    output = result.stdout.str() + result.stderr.str()
+    assert output.count("FSM_SESSION_SECRET") == 1, output
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
 
 
 def test_conform_command_passes_the_reference_server() -> None:

@@ -1,4 +1,5 @@
-"""The fault-injection proxy and leak helpers of ``tests/faults.py``, checked against the real
+"""The proxy's faults (``fsm_session.testing.proxy``) and the leak helpers of ``tests/leaks.py``,
+checked against the real
 reference server with a raw trio-websocket client and with a real ``SessionService``.
 
 Each test takes a ``leak_snapshot()`` once the server runs and ends with ``assert_no_leaks``:
@@ -23,33 +24,34 @@ from fsm_session import ParticipantInfo, SessionError, SessionState, WebSocketSt
 from fsm_session.events import SocketStateChangeEvent
 from fsm_session.protocol import SUBPROTOCOL
 from fsm_session.service import ServiceConfig, SessionService, open_session_service
-from fsm_session.transport import TransportConfig
-from tests.conftest import Mint
-from tests.faults import (
+from fsm_session.testing.proxy import (
     GARBAGE_JSON,
-    HANDSHAKE,
     INVALID_UTF8,
-    OP_CLOSE,
     TO_CLIENT,
     TO_SERVER,
     Capture,
     Corrupt,
     Delay,
+    Direction,
     Drop,
-    FaultProxy,
+    Frame,
     Inject,
+    LoopbackProxy,
     Stall,
     Truncate,
-    assert_no_leaks,
-    build_frame,
-    fd_count,
-    leak_snapshot,
-    live_tasks,
-    open_fault_proxy,
-    open_silent_peer,
-    parse_frame,
-    upstream_of,
+    open_proxy,
 )
+from fsm_session.testing.wsframes import (
+    HANDSHAKE,
+    OP_CLOSE,
+    OP_CONTINUATION,
+    OP_TEXT,
+    build_frame,
+    parse_frame,
+)
+from fsm_session.transport import TransportConfig
+from tests.conftest import Mint
+from tests.leaks import assert_no_leaks, fd_count, leak_snapshot, live_tasks, open_silent_peer
 
 ADA = ParticipantInfo("Ada", external_id="ext-ada")
 OPEN = json.dumps({"type": "open", "id": 1, "info": None})
@@ -103,12 +105,13 @@ async def expect_closed(ws: WebSocketConnection) -> int | None:
 
 
 @pytest.fixture
-async def proxy(nursery: trio.Nursery, server_url: str) -> FaultProxy:
-    started: FaultProxy = await nursery.start(FaultProxy.serve, *upstream_of(server_url))
+async def proxy(nursery: trio.Nursery, server_url: str) -> LoopbackProxy:
+    started = LoopbackProxy(server_url)
+    await started.start(nursery)
     return started
 
 
-async def test_transparent_raw_open_close(proxy: FaultProxy, mint: Mint) -> None:
+async def test_transparent_raw_open_close(proxy: LoopbackProxy, mint: Mint) -> None:
     """Nothing armed: an open/close cycle passes, and every frame is counted by type."""
     before = leak_snapshot()
     async with raw_client(proxy.url, mint()) as ws:
@@ -126,7 +129,7 @@ async def test_transparent_raw_open_close(proxy: FaultProxy, mint: Mint) -> None
     assert proxy.count(TO_SERVER, "<close>") == 1  # the client's close handshake
 
 
-async def test_transparent_service_cycle(proxy: FaultProxy, mint: Mint) -> None:
+async def test_transparent_service_cycle(proxy: LoopbackProxy, mint: Mint) -> None:
     """A real SessionService opens, updates and closes through the proxy as if direct."""
     before = leak_snapshot()
     async with service(proxy.url, mint("ext-ada")) as session:
@@ -136,8 +139,8 @@ async def test_transparent_service_cycle(proxy: FaultProxy, mint: Mint) -> None:
         await session.close()
         assert session.state is SessionState.CLOSED
     await assert_no_leaks(before)
-    sent = [label for _, direction, label in proxy.log if direction is TO_SERVER]
-    got = [label for _, direction, label in proxy.log if direction is TO_CLIENT]
+    sent = [label for _, direction, label in proxy.log if direction == TO_SERVER]
+    got = [label for _, direction, label in proxy.log if direction == TO_CLIENT]
     assert sent[:4] == [HANDSHAKE, "open", "update", "close"]
     assert got[:4] == [HANDSHAKE, "opened", "updated", "closed"]
 
@@ -150,15 +153,9 @@ RESPONSE = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnectio
 KEY = b"\x01\x02\x03\x04"
 
 
-async def test_bytes_unchanged_and_faults_exact_on_the_wire(nursery: trio.Nursery) -> None:
-    """Byte level, against a scripted upstream: frames of every length form pass unchanged;
-    Corrupt re-frames with the client's mask key; Truncate forwards exactly ``keep`` bytes."""
-    to_client = [
-        build_frame('{"type": "opened"}'),
-        build_frame("x" * 300),  # 16-bit length
-        build_frame("y" * 70_000),  # 64-bit length
-        build_frame(b"\x03\xe8", opcode=OP_CLOSE),
-    ]
+async def scripted_upstream(nursery: trio.Nursery, answer: bytes) -> tuple[int, list[bytes]]:
+    """A backend that reads the upgrade request and one frame, answers ``answer`` and hangs up;
+    its port, and what each of its connections received."""
     received: list[bytes] = []
 
     async def upstream(stream: trio.SocketStream) -> None:
@@ -171,41 +168,98 @@ async def test_bytes_unchanged_and_faults_exact_on_the_wire(nursery: trio.Nurser
                         break
             received.append(data)
             with contextlib.suppress(trio.BrokenResourceError):  # a truncate cuts it short
-                await stream.send_all(RESPONSE + b"".join(to_client))
+                await stream.send_all(answer)
 
     listeners = await nursery.start(trio.serve_tcp, upstream, 0)
-    port = listeners[0].socket.getsockname()[1]
+    return listeners[0].socket.getsockname()[1], received
+
+
+async def exchange(proxy: LoopbackProxy, sent: bytes) -> bytes:
+    """Send the upgrade request and ``sent`` through ``proxy``; all that comes back."""
+    with trio.fail_after(5):
+        client = await trio.open_tcp_stream("127.0.0.1", proxy.port)
+        async with client:
+            await client.send_all(REQUEST + sent)
+            data = b""
+            for _ in range(1000):
+                chunk = await client.receive_some(65536)
+                if not chunk:
+                    return data
+                data += chunk
+    raise AssertionError("no EOF")
+
+
+async def test_bytes_unchanged_and_faults_exact_on_the_wire(nursery: trio.Nursery) -> None:
+    """Byte level, against a scripted upstream: frames of every length form pass unchanged;
+    Corrupt re-frames with the client's mask key; Truncate forwards exactly ``keep`` bytes."""
+    to_client = [
+        build_frame('{"type": "opened"}'),
+        build_frame("x" * 300),  # 16-bit length
+        build_frame("y" * 70_000),  # 64-bit length
+        build_frame(b"\x03\xe8", opcode=OP_CLOSE),
+    ]
+    port, received = await scripted_upstream(nursery, RESPONSE + b"".join(to_client))
     before = leak_snapshot()
     sent_frame = build_frame('{"type": "open"}', mask_key=KEY)
 
-    async def exchange(proxy: FaultProxy) -> bytes:
-        with trio.fail_after(5):
-            client = await trio.open_tcp_stream("127.0.0.1", proxy.port)
-            async with client:
-                await client.send_all(REQUEST + sent_frame)
-                data = b""
-                for _ in range(1000):
-                    chunk = await client.receive_some(65536)
-                    if not chunk:
-                        return data
-                    data += chunk
-        raise AssertionError("no EOF")
-
-    async with open_fault_proxy(("127.0.0.1", port)) as proxy:
-        assert await exchange(proxy) == RESPONSE + b"".join(to_client)
+    async with open_proxy(f"ws://127.0.0.1:{port}/") as proxy:
+        assert await exchange(proxy, sent_frame) == RESPONSE + b"".join(to_client)
         assert received[-1] == REQUEST + sent_frame
         assert proxy.count(TO_CLIENT, "opened") == 1 and proxy.count(TO_CLIENT, "<text>") == 2
 
         proxy.arm(Corrupt(b"garbage"), TO_SERVER, "open")
         proxy.arm(Truncate(keep=len(to_client[1]) - 7), TO_CLIENT, nth=2)
-        got = await exchange(proxy)
+        got = await exchange(proxy, sent_frame)
         assert got == RESPONSE + to_client[0] + to_client[1][:-7]
         assert received[-1] == REQUEST + build_frame(b"garbage", mask_key=KEY)
     await assert_no_leaks(before)
 
 
+class Renamer:
+    """A mutator that renames every ``opened`` the server sends to ``closed``."""
+
+    def head(self, sender: Direction, connection: int, head: bytes) -> bytes:
+        return head
+
+    def message(
+        self, sender: Direction, connection: int, opcode: int, payload: bytes
+    ) -> list[tuple[int, bytes]] | None:
+        if sender != TO_CLIENT or opcode != OP_TEXT:
+            return None
+        return [(OP_TEXT, payload.replace(b"opened", b"closed"))]
+
+
+async def test_messages_whole_to_observers_and_mutators_frames_to_faults(
+    nursery: trio.Nursery,
+) -> None:
+    """One proxy, two views: a fragmented message reaches ``on_frame`` and the mutator whole,
+    while the counts (and so the faults) see each frame on the wire."""
+    fragments = build_frame('{"type": ', fin=False) + build_frame(
+        '"opened"}', opcode=OP_CONTINUATION
+    )
+    port, _ = await scripted_upstream(nursery, RESPONSE + fragments)
+    before = leak_snapshot()
+    seen: list[Frame] = []
+    async with open_proxy(f"ws://127.0.0.1:{port}/", on_frame=seen.append) as proxy:
+        got = await exchange(proxy, build_frame('{"type": "open"}', mask_key=KEY))
+        assert got == RESPONSE + fragments
+        assert [(f.sender, f.connection, f.type) for f in seen] == [
+            (TO_SERVER, 0, "open"),
+            (TO_CLIENT, 0, "opened"),
+        ]
+        assert proxy.frames == seen
+        assert proxy.count(TO_CLIENT, "<text>") == proxy.count(TO_CLIENT, "<continuation>") == 1
+        assert proxy.count(TO_CLIENT, "opened") == 0
+    async with open_proxy(f"ws://127.0.0.1:{port}/", mutator=Renamer()) as proxy:
+        got = await exchange(proxy, build_frame('{"type": "open"}', mask_key=KEY))
+        assert got == RESPONSE + build_frame('{"type": "closed"}')
+    await assert_no_leaks(before)
+
+
 @pytest.mark.parametrize(("after", "reset"), [(False, False), (True, False), (True, True)])
-async def test_drop_at_opened_raw(proxy: FaultProxy, mint: Mint, after: bool, reset: bool) -> None:
+async def test_drop_at_opened_raw(
+    proxy: LoopbackProxy, mint: Mint, after: bool, reset: bool
+) -> None:
     """Drop: the client sees the connection end without a close handshake (1006), having
     received the reply only when the drop came after forwarding it."""
     before = leak_snapshot()
@@ -220,12 +274,12 @@ async def test_drop_at_opened_raw(proxy: FaultProxy, mint: Mint, after: bool, re
 
 
 async def test_drop_after_opened_service_sees_connection_loss(
-    proxy: FaultProxy, mint: Mint
+    proxy: LoopbackProxy, mint: Mint
 ) -> None:
     """A drop while OPEN reaches the service: its socket goes CLOSED (what follows, a reconnect
     or a lost session, is the service's business and is not asserted here)."""
     before = leak_snapshot()
-    proxy.arm(Drop(after=True), TO_CLIENT, "opened", connection=1)
+    proxy.arm(Drop(after=True), TO_CLIENT, "opened", connection=0)
     async with service(proxy.url, mint("ext-ada")) as session, session.subscribe() as events:
         await session.open(ADA)
         with trio.fail_after(3):
@@ -249,7 +303,7 @@ async def test_drop_after_opened_service_sees_connection_loss(
     ],
 )
 async def test_drop_at_each_step_of_open_fails_the_open(
-    proxy: FaultProxy, mint: Mint, direction: Any, kind: str, after: bool
+    proxy: LoopbackProxy, mint: Mint, direction: Any, kind: str, after: bool
 ) -> None:
     """A drop at any step before the reply arrives fails open() with a SessionError and
     leaves the session CLOSED, with nothing leaked. (A drop during the handshake is noticed
@@ -266,12 +320,12 @@ async def test_drop_at_each_step_of_open_fails_the_open(
     await assert_no_leaks(before)
 
 
-async def test_corrupt_opened_raw(proxy: FaultProxy, mint: Mint) -> None:
+async def test_corrupt_opened_raw(proxy: LoopbackProxy, mint: Mint) -> None:
     """Corrupt: garbage JSON arrives as a well-formed text frame; invalid UTF-8 in a text
     frame makes the client's reader fail the connection (1007)."""
     before = leak_snapshot()
-    proxy.arm(Corrupt(), TO_CLIENT, "opened", connection=1)
-    proxy.arm(Corrupt(INVALID_UTF8), TO_CLIENT, "opened", connection=2)
+    proxy.arm(Corrupt(), TO_CLIENT, "opened", connection=0)
+    proxy.arm(Corrupt(INVALID_UTF8), TO_CLIENT, "opened", connection=1)
     async with raw_client(proxy.url, mint()) as ws:
         await ws.send_message(OPEN)
         with trio.fail_after(3):
@@ -283,7 +337,7 @@ async def test_corrupt_opened_raw(proxy: FaultProxy, mint: Mint) -> None:
 
 
 async def test_corrupt_request_is_masked_so_the_server_reads_it(
-    proxy: FaultProxy, mint: Mint
+    proxy: LoopbackProxy, mint: Mint
 ) -> None:
     """Corrupt toward the server re-masks the frame: the server reads it and answers
     bad_frame (P2), proving the frame itself was well formed."""
@@ -298,7 +352,7 @@ async def test_corrupt_request_is_masked_so_the_server_reads_it(
     await assert_no_leaks(before)
 
 
-async def test_corrupt_opened_reaches_the_service_reader(proxy: FaultProxy, mint: Mint) -> None:
+async def test_corrupt_opened_reaches_the_service_reader(proxy: LoopbackProxy, mint: Mint) -> None:
     """The service's reader sees the bad frame: it closes the connection with 1002 (seen on
     the wire by the proxy), the open fails, and the session is CLOSED."""
     before = leak_snapshot()
@@ -313,7 +367,7 @@ async def test_corrupt_opened_reaches_the_service_reader(proxy: FaultProxy, mint
     await assert_no_leaks(before)
 
 
-async def test_stall_then_release(proxy: FaultProxy, mint: Mint) -> None:
+async def test_stall_then_release(proxy: LoopbackProxy, mint: Mint) -> None:
     """Stall holds the reply until release(); the other direction keeps flowing."""
     before = leak_snapshot()
     stall = proxy.arm(Stall(), TO_CLIENT, "opened")
@@ -335,7 +389,7 @@ async def test_stall_then_release(proxy: FaultProxy, mint: Mint) -> None:
     await assert_no_leaks(before)
 
 
-async def test_delay(proxy: FaultProxy, mint: Mint) -> None:
+async def test_delay(proxy: LoopbackProxy, mint: Mint) -> None:
     """Delay holds the matched frame for at least the given time."""
     before = leak_snapshot()
     proxy.arm(Delay(0.3), TO_CLIENT, "opened")
@@ -347,7 +401,7 @@ async def test_delay(proxy: FaultProxy, mint: Mint) -> None:
     await assert_no_leaks(before)
 
 
-async def test_truncate_opened_raw(proxy: FaultProxy, mint: Mint) -> None:
+async def test_truncate_opened_raw(proxy: LoopbackProxy, mint: Mint) -> None:
     """Truncate: half a frame, then the connection ends; the client never gets the reply."""
     before = leak_snapshot()
     armed = proxy.arm(Truncate(), TO_CLIENT, "opened")
@@ -358,7 +412,7 @@ async def test_truncate_opened_raw(proxy: FaultProxy, mint: Mint) -> None:
     await assert_no_leaks(before)
 
 
-async def test_inject_unknown_type_and_oversized(proxy: FaultProxy, mint: Mint) -> None:
+async def test_inject_unknown_type_and_oversized(proxy: LoopbackProxy, mint: Mint) -> None:
     """Inject: an extra frame after the matched one, or at once on every live connection."""
     before = leak_snapshot()
     proxy.arm(Inject('{"type": "surprise"}'), TO_CLIENT, "opened")
@@ -375,12 +429,12 @@ async def test_inject_unknown_type_and_oversized(proxy: FaultProxy, mint: Mint) 
     await assert_no_leaks(before)
 
 
-async def test_inject_oversized_reaches_the_service(proxy: FaultProxy, mint: Mint) -> None:
+async def test_inject_oversized_reaches_the_service(proxy: LoopbackProxy, mint: Mint) -> None:
     """A frame over the protocol's limit makes the service's connection end (1009 on the
     wire toward the server); the socket goes CLOSED."""
     before = leak_snapshot()
     closes = Capture()
-    proxy.arm(closes, TO_SERVER, "<close>", connection=1, times=None)
+    proxy.arm(closes, TO_SERVER, "<close>", connection=0, times=None)
     proxy.arm(Inject(json.dumps({"type": "ended", "pad": "z" * 70_000})), TO_CLIENT, "opened")
     async with service(proxy.url, mint("ext-ada")) as session, session.subscribe() as events:
         await session.open(ADA)
@@ -394,10 +448,10 @@ async def test_inject_oversized_reaches_the_service(proxy: FaultProxy, mint: Min
     await assert_no_leaks(before)
 
 
-async def test_drop_all_and_matching_by_connection_and_nth(proxy: FaultProxy, mint: Mint) -> None:
-    """drop_all ends every live connection; nth and connection pick which frame a fault hits."""
+async def test_cut_and_matching_by_connection_and_nth(proxy: LoopbackProxy, mint: Mint) -> None:
+    """cut() ends every live connection; nth and connection pick which frame a fault hits."""
     before = leak_snapshot()
-    second = proxy.arm(Drop(), TO_CLIENT, nth=2, connection=2)
+    second = proxy.arm(Drop(), TO_CLIENT, nth=2, connection=1)
     async with raw_client(proxy.url, mint()) as one, raw_client(proxy.url, mint()) as two:
         await one.send_message(OPEN)
         await two.send_message(OPEN)
@@ -412,7 +466,7 @@ async def test_drop_all_and_matching_by_connection_and_nth(proxy: FaultProxy, mi
         async with raw_client(proxy.url, mint()) as three:
             with trio.fail_after(3):
                 await proxy.wait_connections(3)
-            assert proxy.drop_all() == 2
+            assert proxy.cut() == 2
             await expect_closed(three)
             await expect_closed(one)
     assert proxy.live == 0
@@ -464,7 +518,7 @@ async def test_leak_helpers_find_a_socket_and_a_task(nursery: trio.Nursery) -> N
     await assert_no_leaks(count)
 
 
-async def test_invalid_utf8_reaches_the_service(proxy: FaultProxy, mint: Mint) -> None:
+async def test_invalid_utf8_reaches_the_service(proxy: LoopbackProxy, mint: Mint) -> None:
     """Invalid UTF-8 in the reply: the service's reader sees the connection fail (1007), the
     open fails and the session is CLOSED, nothing leaked."""
     before = leak_snapshot()
@@ -478,7 +532,7 @@ async def test_invalid_utf8_reaches_the_service(proxy: FaultProxy, mint: Mint) -
 
 
 async def test_invalid_utf8_toward_the_server_ends_only_that_connection(
-    proxy: FaultProxy, mint: Mint
+    proxy: LoopbackProxy, mint: Mint
 ) -> None:
     """Invalid UTF-8 in a request: the server ends that connection; the next one is served."""
     before = leak_snapshot()
@@ -503,7 +557,7 @@ async def test_invalid_utf8_toward_the_server_ends_only_that_connection(
     ids=["corrupt", "truncate", "delay", "stall"],
 )
 async def test_handshake_response_faults_fail_the_open_in_time(
-    proxy: FaultProxy, mint: Mint, fault: Any
+    proxy: LoopbackProxy, mint: Mint, fault: Any
 ) -> None:
     """A bad, cut, late or withheld upgrade response: open() fails within the service's
     connect timeout, the session is CLOSED, nothing leaked."""
@@ -516,5 +570,5 @@ async def test_handshake_response_faults_fail_the_open_in_time(
         assert session.state is SessionState.CLOSED
         assert session.socket_state is WebSocketState.CLOSED
     assert armed.fired.is_set()
-    proxy.drop_all()  # a delayed or stalled response still holds its connection in the proxy
+    proxy.cut()  # a delayed or stalled response still holds its connection in the proxy
     await assert_no_leaks(before)

@@ -38,7 +38,7 @@ from fsm_session.protocol import SUBPROTOCOL
 from fsm_session.service import ServiceConfig, open_session_service
 from fsm_session.transport import TransportConfig
 from tests.conftest import Mint
-from tests.faults import assert_no_leaks, leak_snapshot
+from tests.leaks import assert_no_leaks, leak_snapshot
 
 S = SessionState
 W = WebSocketState

@@ -2,8 +2,8 @@
 from the server, cancellation at every scheduling point, and 100 tasks at once on one session.
 
 Every test checks for leaks afterwards: no file descriptor and no task left, no subscriber left.
-The faults come from the loopback proxy of tests/faults.py, between the service and the real
-reference server.
+The faults come from the project's loopback proxy (``fsm_session.testing.proxy``), between the
+service and the real reference server.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from functools import partial
 from itertools import pairwise
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import trio
@@ -33,19 +34,11 @@ from fsm_session.events import SessionLostEvent, SessionStateChangeEvent, Socket
 from fsm_session.machine import SESSION_TABLE
 from fsm_session.server import serve
 from fsm_session.service import ServiceConfig, SessionService, open_session_service
+from fsm_session.testing.proxy import TO_CLIENT, TO_SERVER, Drop, Inject, LoopbackProxy
+from fsm_session.testing.wsframes import HANDSHAKE
 from fsm_session.transport import TransportConfig
 from tests.conftest import Mint
-from tests.faults import (
-    HANDSHAKE,
-    TO_CLIENT,
-    TO_SERVER,
-    Drop,
-    FaultProxy,
-    Inject,
-    assert_no_leaks,
-    leak_snapshot,
-    upstream_of,
-)
+from tests.leaks import assert_no_leaks, leak_snapshot
 
 S = SessionState
 W = WebSocketState
@@ -58,11 +51,12 @@ QUICK = ServiceConfig(
 
 
 @asynccontextmanager
-async def proxied(server_url: str) -> AsyncIterator[FaultProxy]:
+async def proxied(server_url: str) -> AsyncIterator[LoopbackProxy]:
     async with trio.open_nursery() as nursery:
-        proxy: FaultProxy = await nursery.start(FaultProxy.serve, *upstream_of(server_url))
+        proxy = LoopbackProxy(server_url)
+        await proxy.start(nursery)
         yield proxy
-        proxy.drop_all()
+        proxy.cut()
         nursery.cancel_scope.cancel()
 
 
@@ -109,7 +103,7 @@ async def test_r14_drop_at_every_step_of_open(
     keeps the session OPEN, reconnects and resumes the same participant."""
     before = leak_snapshot()
     async with proxied(server_url) as proxy:
-        proxy.arm(Drop(after=after), direction, kind, connection=1)
+        proxy.arm(Drop(after=after), direction, kind, connection=0)
         async with (
             open_session_service(proxy.url, access_token=mint("ext-ada"), config=QUICK) as session,
             session.subscribe() as events,
@@ -150,7 +144,7 @@ async def test_r14_r18_drop_at_every_step_of_update(
     stays OPEN, the same participant, with the new name, and no state change is published."""
     before = leak_snapshot()
     async with proxied(server_url) as proxy:
-        proxy.arm(Drop(after=after), direction, kind, connection=1)
+        proxy.arm(Drop(after=after), direction, kind, connection=0)
         async with open_session_service(
             proxy.url, access_token=mint("ext-ada"), config=QUICK
         ) as session:
@@ -189,7 +183,7 @@ async def test_r11_drop_at_every_step_of_close(
     """R11: whatever drops during a close, close() returns, CLOSED, socket CLOSED, in time."""
     before = leak_snapshot()
     async with proxied(server_url) as proxy:
-        proxy.arm(Drop(after=after), direction, kind, connection=1)
+        proxy.arm(Drop(after=after), direction, kind, connection=0)
         async with (
             open_session_service(proxy.url, access_token=mint("ext-ada"), config=QUICK) as session,
             session.subscribe() as events,
@@ -216,7 +210,7 @@ async def test_r14_server_restarted_on_the_same_port(secret: str, mint: Mint) ->
                 await serve("127.0.0.1", 0, secret=secret, task_status=task_status)
 
         url: str = await nursery.start(run_first)
-        port = upstream_of(url)[1]
+        port = urlsplit(url).port
         async with (
             open_session_service(url, access_token=mint("ext-ada"), config=QUICK) as session,
             session.subscribe() as events,
@@ -256,7 +250,7 @@ async def test_r14_garbage_from_the_server_is_a_remote_error_and_the_session_res
     the session stays OPEN and resumes on a new connection; the state never lies."""
     before = leak_snapshot()
     async with proxied(server_url) as proxy:
-        proxy.arm(Inject(garbage), TO_CLIENT, "opened", connection=1)
+        proxy.arm(Inject(garbage), TO_CLIENT, "opened", connection=0)
         async with (
             open_session_service(proxy.url, access_token=mint("ext-ada"), config=QUICK) as session,
             session.subscribe() as events,

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import jwt
 import pytest
 import trio
 import trio_websocket
@@ -44,6 +43,7 @@ from fsm_session.server.handlers import ConnectionState
 from fsm_session.server.registry import Registry
 from fsm_session.server.store import MemoryStore
 from fsm_session.server.tokencache import VerifiedTokens
+from fsm_session.testing.credentials import signed_token
 from tests.frames import (
     validate_client_frame,
     validate_handshake_rejection,
@@ -385,12 +385,12 @@ def bad_token(kind: str) -> str:
     if kind == EXPIRED:
         return token("alice", ttl=60, now=time.time() - 120)
     if kind == NO_EXP:
-        return jwt.encode({"external_id": "alice"}, SECRET, algorithm="HS256")
+        return signed_token(SECRET, {"external_id": "alice"})
     if kind == WRONG_SECRET:
         return token("alice", secret="another-secret-of-32-bytes-or-more-0123456789")
     if kind == HS512:
-        return jwt.encode(
-            {"external_id": "alice", "exp": time.time() + 60}, SECRET, algorithm="HS512"
+        return signed_token(
+            SECRET, {"external_id": "alice", "exp": time.time() + 60}, algorithm="HS512"
         )
     if kind == UNSIGNED:
         return unsigned_token("alice")

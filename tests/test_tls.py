@@ -30,6 +30,7 @@ from trio_websocket import wrap_client_stream
 from fsm_session import tokens
 from fsm_session.protocol import SUBPROTOCOL
 from fsm_session.server import ServerConfig, serve
+from fsm_session.testing.credentials import token_minter
 from tests.frames import validate_server_frame
 
 SECRET = "tls-test-secret-of-at-least-32-bytes-for-hs256"
@@ -255,7 +256,7 @@ def test_cli_refuses_a_tls_setup_it_cannot_use(
 
 
 def mint_token() -> str:
-    return tokens.mint(SECRET, external_id="ext-ada", ttl=3600, now=time.time())
+    return token_minter(SECRET)("ext-ada")
 
 
 async def test_the_session_service_opens_updates_and_closes_over_wss(

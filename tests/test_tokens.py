@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import jwt
 import pytest
 
@@ -98,3 +100,26 @@ def test_p1_the_schema_of_the_claims_agrees_with_verify() -> None:
         else:
             with pytest.raises(InvalidToken):
                 tokens.verify(token, SECRET, now=NOW)
+
+
+def test_p1_the_kits_tokens_valid_crafted_and_foreign() -> None:
+    """P1: the kit's one minter signs what the backend verifies; ``signed_token`` holds exactly
+    the claims it is given (a token without ``exp`` is refused); ``foreign_token`` is refused."""
+    from fsm_session.testing.credentials import foreign_token, signed_token, token_minter
+
+    now = time.time()
+    valid = token_minter(SECRET)("ext-ada", ttl=60)
+    assert tokens.verify(valid, SECRET, now=now).external_id == "ext-ada"
+    assert tokens.read_claims(token_minter(SECRET)()).external_id is None
+    crafted = signed_token(SECRET, {"exp": NOW + 60, "external_id": "ada"})
+    assert jwt.decode(crafted, options={"verify_signature": False}) == {
+        "exp": NOW + 60,
+        "external_id": "ada",
+    }
+    assert tokens.verify(crafted, SECRET, now=NOW).expires_at == NOW + 60
+    with pytest.raises(InvalidToken):
+        tokens.verify(signed_token(SECRET, {"external_id": "ada"}), SECRET, now=NOW)
+    with pytest.raises(InvalidToken):
+        tokens.verify(foreign_token("ext-ada"), SECRET, now=now)
+    hs512 = signed_token("k" * 64, {"exp": NOW + 60}, algorithm="HS512")
+    assert jwt.get_unverified_header(hs512)["alg"] == "HS512"

@@ -6,8 +6,9 @@
   sequence, and which rows of the session machine were covered.
 * :mod:`fsm_session.testing.strategies`: Hypothesis strategies for participant infos (valid and
   invalid), tokens and call sequences.
-* :class:`LoopbackProxy`: the TCP proxy the kit puts between a service and the backend to watch
-  frames, hold replies and cut connections.
+* :class:`LoopbackProxy`: the project's one WebSocket proxy, which the kit puts between a
+  service and the backend to watch frames, hold replies and cut connections, and which injects
+  faults and rewrites messages for tests (:mod:`fsm_session.testing.proxy`).
 * :func:`memory_backend`: the reference server in the test's own trio run, reached through
   memory, with faults on demand (:mod:`fsm_session.testing.memory`); needs no Hypothesis.
 * :mod:`fsm_session.testing.plugin`: pytest fixtures (a loopback reference server, a token

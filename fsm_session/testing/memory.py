@@ -29,7 +29,6 @@ from __future__ import annotations
 import errno
 import json
 import secrets
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
@@ -45,10 +44,10 @@ from trio_websocket import (
     wrap_server_stream,
 )
 
-from fsm_session import tokens
 from fsm_session.protocol import REQUESTS, ErrorCode, ErrorReply, encode
 from fsm_session.server import ServerConfig, serve_streams
 from fsm_session.service import ServiceConfig, SessionService, open_session_service
+from fsm_session.testing.credentials import token_minter
 
 __all__ = ["MemoryBackend", "memory_backend"]
 
@@ -144,7 +143,7 @@ class MemoryBackend:
     def mint(self, external_id: str | None = None, *, ttl: float = 3600.0) -> str:
         """A token this backend accepts, for ``external_id`` (``None``: a ghost), valid ``ttl``
         seconds of wall-clock time."""
-        return tokens.mint(self.secret, external_id=external_id, ttl=ttl, now=time.time())
+        return token_minter(self.secret)(external_id, ttl=ttl)
 
     async def open_stream(self) -> trio.abc.Stream:
         """A new connection to the backend: pass as ``open_stream=`` to

@@ -21,7 +21,6 @@ async fixture in a sync test):
 
 from __future__ import annotations
 
-import os
 import secrets
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -34,11 +33,17 @@ import pytest
 import trio
 
 from fsm_session.service import ServiceConfig, SessionService, open_session_service
+from fsm_session.testing.credentials import (
+    SECRET_ENV,
+    ConfigurationError,
+    MintToken,
+    secret_from_env,
+    token_minter,
+)
 from fsm_session.testing.portal import TrioPortal
 
 if TYPE_CHECKING:  # the kit needs Hypothesis: imported by the fixture that runs it
     from fsm_session.testing.conformance import ConformanceReport
-    from fsm_session.testing.credentials import MintToken
     from fsm_session.testing.memory import MemoryBackend
 
 __all__ = ["Backend", "PortalSession"]
@@ -47,7 +52,6 @@ T = TypeVar("T")
 
 URL_OPTION = "--fsm-session-url"
 CAFILE_OPTION = "--fsm-session-cafile"
-SECRET_ENV = "FSM_SESSION_SECRET"
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +104,7 @@ def pytest_configure(config: pytest.Config) -> None:
     url: str | None = config.getoption("fsm_session_url", None)
     if not url or hasattr(config, "workerinput"):
         return
-    secret = os.environ.get(SECRET_ENV, "")
-    if not secret:
-        raise pytest.UsageError(f"{URL_OPTION} needs the backend's secret in {SECRET_ENV}")
+    secret = _secret()
     try:
         from fsm_session.testing.conformance.command import client_tls, url_problem
         from fsm_session.testing.conformance.probes import BackendUncheckable, preflight
@@ -114,8 +116,6 @@ def pytest_configure(config: pytest.Config) -> None:
     problem = url_problem(url)
     if problem is not None:
         raise pytest.UsageError(f"{URL_OPTION}: {problem}")
-    from fsm_session.testing.credentials import token_minter
-
     context = client_tls(url, config.getoption("fsm_session_cafile", None))
     try:
         trio.run(preflight, Target(url, context), token_minter(secret))
@@ -136,25 +136,25 @@ def fsm_session_backend(request: pytest.FixtureRequest, fsm_session_portal: Trio
     """The backend under test: ``--fsm-session-url`` or a loopback reference server."""
     url: str | None = request.config.getoption("fsm_session_url")
     if url:
-        secret = os.environ.get(SECRET_ENV, "")
-        if not secret:
-            raise pytest.UsageError(f"{URL_OPTION} needs the backend's secret in {SECRET_ENV}")
+        secret = _secret()
         cafile = request.config.getoption("fsm_session_cafile")
         context = None if cafile is None else ssl.create_default_context(cafile=cafile)
-        return Backend(url, secret, _minter(secret), external=True, ssl_context=context)
+        return Backend(url, secret, token_minter(secret), external=True, ssl_context=context)
     from fsm_session.server import serve
 
     secret = secrets.token_urlsafe(32)
     started: str = fsm_session_portal.run(
         fsm_session_portal.nursery.start, partial(serve, "127.0.0.1", 0, secret=secret)
     )
-    return Backend(started, secret, _minter(secret), external=False)
+    return Backend(started, secret, token_minter(secret), external=False)
 
 
-def _minter(secret: str) -> MintToken:
-    from fsm_session.testing.credentials import token_minter
-
-    return token_minter(secret)
+def _secret() -> str:
+    """The backend's secret for ``--fsm-session-url``, read as the command line reads it."""
+    try:
+        return secret_from_env()
+    except ConfigurationError as exc:
+        raise pytest.UsageError(f"{URL_OPTION} needs the backend's secret: {exc}") from None
 
 
 @pytest.fixture

@@ -6,20 +6,14 @@ import base64
 import json
 import time
 
-import jwt
 import trio
 
 from fsm_session.protocol import SUBPROTOCOL
 from fsm_session.testing.conformance.kit import Kit, new_id
 from fsm_session.testing.conformance.wire import Handshake, handshake
-from fsm_session.testing.credentials import foreign_token
+from fsm_session.testing.credentials import foreign_token, signed_token
 
 __all__ = ["check_connecting"]
-
-
-def _signed(secret: str, claims: dict[str, object]) -> str:
-    """A token with exactly ``claims``, signed HS256 with the backend's secret."""
-    return jwt.encode(claims, secret, algorithm="HS256")
 
 
 def _unsigned(claims: dict[str, object]) -> str:
@@ -82,25 +76,25 @@ async def check_connecting(kit: Kit) -> None:
                 _unsigned({"exp": now + 3600}),
                 (401, "invalid_token"),
             ),
-            ("a token without exp", _signed(secret, {"iat": now}), (401, "invalid_token")),
+            ("a token without exp", signed_token(secret, {"iat": now}), (401, "invalid_token")),
             (
                 "a token whose exp is a string",
-                _signed(secret, {"exp": str(now + 3600)}),
+                signed_token(secret, {"exp": str(now + 3600)}),
                 (401, "invalid_token"),
             ),
             (
                 "a token whose external_id is a number",
-                _signed(secret, {"exp": now + 3600, "external_id": 42}),
+                signed_token(secret, {"exp": now + 3600, "external_id": 42}),
                 (401, "invalid_token"),
             ),
             (
                 "a token whose external_id is empty",
-                _signed(secret, {"exp": now + 3600, "external_id": ""}),
+                signed_token(secret, {"exp": now + 3600, "external_id": ""}),
                 (401, "invalid_token"),
             ),
             (
                 "an expired token",
-                _signed(secret, {"iat": now - 7200, "exp": now - 3600}),
+                signed_token(secret, {"iat": now - 7200, "exp": now - 3600}),
                 (401, "token_expired"),
             ),
         ]

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import secrets
-import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 
 import trio
 import trio.lowlevel
 
-from fsm_session import tokens
 from fsm_session.diagrams import Step, TransitionPath
 from fsm_session.machine import MISSING, SessionState, WebSocketState
 from fsm_session.models import ParticipantInfo
@@ -26,6 +23,7 @@ from fsm_session.testing.conformance.world import (
     _until,
     _World,
 )
+from fsm_session.testing.credentials import foreign_token
 
 S = SessionState
 
@@ -81,13 +79,7 @@ async def _replay(world: _World, path: TransitionPath, steps: list[str]) -> None
     bad_token = any(step.trigger == "open_failed" for step in path.steps)
     external_id = _new_id("path")
     async with trio.open_nursery() as nursery:
-        token = (
-            tokens.mint(
-                secrets.token_urlsafe(32), external_id=external_id, ttl=3600, now=time.time()
-            )
-            if bad_token
-            else None
-        )
+        token = foreign_token(external_id) if bad_token else None
         config = world.lose_config if _loses(path) else world.config
         hosted = await _start_client(
             world, nursery, steps, external_id=external_id, token=token, config=config
