@@ -732,3 +732,31 @@ async def test_records_that_do_not_parse_are_skipped_by_the_list_of_sessions(
                 await changes.listed.wait()
             nursery.cancel_scope.cancel()
         assert changes.seen == [["Ada"]]
+
+
+async def test_r17_the_observer_hears_only_of_the_login_that_won_a_race(
+    redis_server: RedisServer,
+) -> None:
+    """The first open is switched before it returns: the observer is told of the second only,
+    and the first connection's release afterwards is no ``dropped`` (the session is not its)."""
+    url = redis_url(redis_server)
+    async with RedisStore.connect(url, resume_grace=30) as redis, trio.open_nursery() as nursery:
+        changes = _Changes()
+        store = ObservedStore(redis, changes)
+        ran, release = hold_reply(redis, "OPEN")
+        records = {}
+        done = trio.Event()
+
+        async def open_first() -> None:
+            records["first"] = await store.open(_Holder(), ADA, "ada")
+            done.set()
+
+        nursery.start_soon(open_first)
+        await ran.wait()
+        second = await store.open(_Holder(), ADA, "ada")
+        with trio.fail_after(TIMEOUT):
+            release.set()
+            await done.wait()
+        await store.drop(records["first"])
+        assert changes.changes == ["opened"]
+        assert store._live == {second.participant.id: second}

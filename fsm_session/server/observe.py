@@ -74,6 +74,8 @@ class ObservedStore(SessionStore):
         self, holder: Holder, info: ParticipantInfo | None, token_external_id: str | None
     ) -> SessionRecord:
         record = await self.store.open(holder, info, token_external_id)
+        if record.holder is None:
+            return record  # Switched before its open returned: the login that won is told.
         pid = record.participant.id
         previous = self._live.get(pid)
         if previous is not None and previous is not record and pid not in self._released:
@@ -95,14 +97,16 @@ class ObservedStore(SessionStore):
         self._tell("closed", record)
 
     async def drop(self, record: SessionRecord) -> None:
+        held = record.holder is not None  # Not when switched: the session is another's now.
         await self.store.drop(record)
-        self._tell("dropped", record)
+        if held:
+            self._tell("dropped", record)
 
     async def resume(
         self, holder: Holder, participant_id: str, token_external_id: str | None
     ) -> SessionRecord | None:
         record = await self.store.resume(holder, participant_id, token_external_id)
-        if record is not None:
+        if record is not None and record.holder is not None:
             self._tell("resumed", record)
         return record
 

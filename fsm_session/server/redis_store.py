@@ -182,6 +182,8 @@ class RedisStore(SessionStore):
 
     async def drop(self, record: SessionRecord) -> None:
         own = _own(record)
+        if own.holder is None:
+            return  # Dropped or ended already, or switched: it holds nothing.
         self._forget(own)
         # Queued first: a drop that fails, or is cancelled by its connection's deadline, is
         # made by the next tick.
