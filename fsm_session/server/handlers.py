@@ -64,7 +64,7 @@ class Ending:
     frames: tuple[Message, ...] = ()
 
 
-_NO_STORE = "the session store is unavailable; nothing changed, try again"
+_NO_STORE = "the session store is unavailable; the request may have been carried out, retry"
 _FAILED = "the server failed to carry out the request"
 
 

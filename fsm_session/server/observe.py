@@ -49,11 +49,17 @@ class ObservedStore(SessionStore):
         self.interval = interval
         self.resume_grace = store.resume_grace
         self._live: dict[str, SessionRecord] = {}
+        # Those of _live whose last change here was a drop: held by no connection.
+        self._released: set[str] = set()
         self._touched: set[str] = set()
 
     def _tell(self, change: str, record: SessionRecord) -> None:
         pid = record.participant.id
         self._touched.add(pid)
+        if change == "dropped":
+            self._released.add(pid)
+        else:
+            self._released.discard(pid)
         if change in ("closed", "switched"):
             if self._live.get(pid) is record:
                 del self._live[pid]
@@ -68,8 +74,11 @@ class ObservedStore(SessionStore):
         self, holder: Holder, info: ParticipantInfo | None, token_external_id: str | None
     ) -> SessionRecord:
         record = await self.store.open(holder, info, token_external_id)
-        previous = self._live.get(record.participant.id)
-        if previous is not None and previous is not record:
+        if record.holder is None:
+            return record  # Switched before its open returned: the login that won is told.
+        pid = record.participant.id
+        previous = self._live.get(pid)
+        if previous is not None and previous is not record and pid not in self._released:
             self._tell("switched", previous)  # the same participant, logged in again (P12)
         self._tell("opened", record)
         return record
@@ -88,14 +97,16 @@ class ObservedStore(SessionStore):
         self._tell("closed", record)
 
     async def drop(self, record: SessionRecord) -> None:
+        held = record.holder is not None  # Not when switched: the session is another's now.
         await self.store.drop(record)
-        self._tell("dropped", record)
+        if held:
+            self._tell("dropped", record)
 
     async def resume(
         self, holder: Holder, participant_id: str, token_external_id: str | None
     ) -> SessionRecord | None:
         record = await self.store.resume(holder, participant_id, token_external_id)
-        if record is not None:
+        if record is not None and record.holder is not None:
             self._tell("resumed", record)
         return record
 
@@ -122,11 +133,14 @@ class ObservedStore(SessionStore):
                 ]
             except StoreUnavailable as error:
                 log.debug("the observer's list of sessions: %s", error)
+            except Exception:  # Watching must never take the server down.
+                log.exception("the observer's list of sessions failed")
             else:
                 known = {view.participant.id for view in views}
                 for pid in [pid for pid in self._live if pid not in known]:
                     if pid not in self._touched:
                         del self._live[pid]  # ended where this node could not see it
+                        self._released.discard(pid)
                 try:
                     self.observer.sessions_seen(views, frozenset(self._touched))
                 except Exception:

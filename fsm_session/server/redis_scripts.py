@@ -16,13 +16,52 @@ Keys, under a prefix (``fsm:`` by default), all in one database:
 * ``held:<node>`` -> set of the participant IDs a node holds (what a dead node leaves behind);
 * ``nodes`` -> sorted set of node IDs by the end of their lease (milliseconds, Redis's clock).
 
+The functions below write and read the ``tx`` and ``info`` fields.
+
 Every script takes the prefix as ``ARGV[1]`` and builds its keys from it, so the store is for a
 single Redis server (not a cluster). Times are read from Redis (``TIME``), never from a node.
 """
 
 from __future__ import annotations
 
-__all__ = ["DROP", "END", "HEARTBEAT", "LEAVE", "OPEN", "RESUME", "SET_FIELD"]
+import json
+
+from fsm_session.models import ParticipantInfo
+
+__all__ = [
+    "DROP",
+    "END",
+    "HEARTBEAT",
+    "LEAVE",
+    "OPEN",
+    "RESUME",
+    "SET_FIELD",
+    "info_json",
+    "read_info",
+    "tx_field",
+]
+
+
+def tx_field(token_external_id: str | None) -> str:
+    """The ``tx`` field of a token external ID."""
+    return "" if token_external_id is None else "=" + token_external_id
+
+
+def info_json(info: ParticipantInfo) -> str:
+    """The ``info`` field of a participant's info."""
+    return json.dumps(
+        {"name": info.name, "external_id": info.external_id, "avatar_url": info.avatar_url}
+    )
+
+
+def read_info(text: str) -> ParticipantInfo:
+    """A participant's info from its ``info`` field; raises ``ValueError``, ``KeyError`` or
+    ``TypeError`` when the field is not one."""
+    data = json.loads(text)
+    return ParticipantInfo(
+        name=data["name"], external_id=data["external_id"], avatar_url=data["avatar_url"]
+    )
+
 
 _NOW = """
 local t = redis.call('TIME')
@@ -93,7 +132,11 @@ return 1
 """Close: forget the session, only while this connection holds it."""
 
 DROP = """
-local prefix, pid, node, conn, grace_ms = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local prefix, pid, node, conn, grace_ms, ext = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+if pid == '' then
+  pid = redis.call('GET', prefix .. 'ext:' .. ext)
+  if not pid then return 0 end
+end
 local key = prefix .. 's:' .. pid
 local who = redis.call('HMGET', key, 'node', 'conn')
 if who[1] ~= node or who[2] ~= conn then return 0 end
@@ -102,7 +145,9 @@ redis.call('PEXPIRE', key, grace_ms)
 redis.call('SREM', prefix .. 'held:' .. node, pid)
 return 1
 """
-"""A drop: the session waits to be resumed, and its key expires after the grace (P9)."""
+"""A drop: the session waits to be resumed, and its key expires after the grace (P9); only while
+this connection holds it. An empty participant ID is read from the external ID ``ARGV[6]`` (an
+open whose reply was lost)."""
 
 RESUME = (
     _NOW

@@ -6,11 +6,14 @@ lives in Redis, and the scripts that change it atomically, are in
 
 * the connections of this node that hold a session (``conn`` IDs), so that a login elsewhere can
   end one (R17): the script that opens a session publishes ``switched <conn> <pid>`` on the
-  holding node's channel, and the node's subscriber tells that connection (P12);
+  holding node's channel, and the node's subscriber tells that connection (P12). A connection
+  is registered *before* its open or resume script is sent, as pending: a ``switched`` that
+  arrives before the script's reply is kept and told once the reply is in;
 * a lease: every ``lease / 3`` seconds the node extends its entry in ``nodes`` and releases the
   sessions of nodes whose lease lapsed (killed, or cut off from Redis), which then stay resumable
   on any node for the grace period;
-* the releases that failed while Redis was unreachable, tried again at each lease tick.
+* the releases not known to be done, tried again at each lease tick: a drop that failed or was
+  cancelled, and an open or resume whose reply never came (the script may have run).
 
 Every call to Redis has a short timeout and no automatic retry (a retried script could run
 twice); a failure raises :class:`~fsm_session.server.store.StoreUnavailable` (P17). Needs the
@@ -20,7 +23,6 @@ twice); a failure raises :class:`~fsm_session.server.store.StoreUnavailable` (P1
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import secrets
 from collections.abc import AsyncIterator
@@ -31,7 +33,7 @@ from typing import Any
 import anyio
 import coredis
 import trio
-from coredis.exceptions import RedisError
+from coredis.exceptions import RedisError, ResponseError
 from coredis.retry import NoRetryPolicy
 
 from fsm_session.models import Participant, ParticipantInfo
@@ -58,23 +60,6 @@ class RedisRecord(SessionRecord):
     conn: str = ""
 
 
-def _tx(token_external_id: str | None) -> str:
-    return "" if token_external_id is None else "=" + token_external_id
-
-
-def _info_json(info: ParticipantInfo) -> str:
-    return json.dumps(
-        {"name": info.name, "external_id": info.external_id, "avatar_url": info.avatar_url}
-    )
-
-
-def _info(text: str) -> ParticipantInfo:
-    data = json.loads(text)
-    return ParticipantInfo(
-        name=data["name"], external_id=data["external_id"], avatar_url=data["avatar_url"]
-    )
-
-
 class RedisStore(SessionStore):
     """Sessions in Redis; see the module's docstring. Make one with :meth:`connect`."""
 
@@ -98,7 +83,11 @@ class RedisStore(SessionStore):
         }
         # The connections of this node holding a session, by conn ID.
         self._holders: dict[str, tuple[Holder, RedisRecord]] = {}
-        # Releases (drops) that failed while Redis was unreachable: tried again each tick.
+        # Those of them whose open or resume has not returned yet, with the participant IDs
+        # they were told ``switched`` for meanwhile.
+        self._pending: dict[str, set[str]] = {}
+        # Releases not known to be done: tried again each tick (a participant ID of "" is
+        # read from the record's external ID, in the script).
         self._unreleased: dict[str, RedisRecord] = {}
         self.subscribed = trio.Event()
 
@@ -140,21 +129,34 @@ class RedisStore(SessionStore):
         else:
             external_id = info.external_id if info.external_id is not None else token_external_id
             wanted = ParticipantInfo(info.name, external_id, info.avatar_url)
-        conn = secrets.token_hex(8)
-        pid, local_conn = await self._call(
-            "OPEN",
-            external_id or "",
-            random_participant_id(),
-            _info_json(wanted),
-            _tx(token_external_id),
-            self.node,
-            conn,
+        new_pid = random_participant_id()
+        # With an external ID, the participant ID is the one Redis knows (read by the DROP
+        # of a failed open from the external ID): "" until the reply says.
+        record = RedisRecord(
+            Participant("" if external_id else new_pid, wanted),
+            external_id,
+            token_external_id,
+            holder,
         )
+        conn = record.conn = secrets.token_hex(8)
+        self._begin(record)
+        try:
+            pid, local_conn = await self._call(
+                "OPEN",
+                external_id or "",
+                new_pid,
+                lua.info_json(wanted),
+                lua.tx_field(token_external_id),
+                self.node,
+                conn,
+            )
+        except BaseException:
+            self._abandon(record)
+            raise
         if local_conn:
             self._switched(local_conn, pid)
-        record = RedisRecord(Participant(pid, wanted), external_id, token_external_id, holder)
-        record.conn = conn
-        self._holders[conn] = (holder, record)
+        record.participant = Participant(pid, wanted)
+        self._settle(record)
         return record
 
     async def update(self, record: SessionRecord, name: str | None, avatar_url: str | None) -> bool:
@@ -164,13 +166,13 @@ class RedisStore(SessionStore):
             external_id=current.external_id,
             avatar_url=current.avatar_url if avatar_url is None else avatar_url,
         )
-        if not await self._set(record, "info", _info_json(info)):
+        if not await self._set(record, "info", lua.info_json(info)):
             return False
         record.participant = Participant(record.participant.id, info)
         return True
 
     async def retoken(self, record: SessionRecord, token_external_id: str | None) -> None:
-        if await self._set(record, "tx", _tx(token_external_id)):
+        if await self._set(record, "tx", lua.tx_field(token_external_id)):
             record.token_external_id = token_external_id
 
     async def end(self, record: SessionRecord) -> None:
@@ -179,57 +181,76 @@ class RedisStore(SessionStore):
         self._forget(record)
 
     async def drop(self, record: SessionRecord) -> None:
-        conn = _conn(record)
-        self._forget(record)
-        try:
-            await self._call("DROP", record.participant.id, self.node, conn, self._grace_ms)
-        except StoreUnavailable:
-            self._unreleased[conn] = record  # type: ignore[assignment]
-            raise
+        own = _own(record)
+        if own.holder is None:
+            return  # Dropped or ended already, or switched: it holds nothing.
+        self._forget(own)
+        # Queued first: a drop that fails, or is cancelled by its connection's deadline, is
+        # made by the next tick.
+        self._unreleased[own.conn] = own
+        await self._release(own)
 
     async def resume(
         self, holder: Holder, participant_id: str, token_external_id: str | None
     ) -> SessionRecord | None:
-        conn = secrets.token_hex(8)
+        record = RedisRecord(
+            Participant(participant_id, ParticipantInfo(name=None)), None, token_external_id, holder
+        )
+        conn = record.conn = secrets.token_hex(8)
+        self._begin(record)
+        try:
+            info = await self._resume(participant_id, token_external_id, conn)
+        except BaseException:
+            self._abandon(record)
+            raise
+        if info is None:
+            self._abandon(record, released=True)
+            return None
+        record.participant = Participant(participant_id, info)
+        record.external_id = info.external_id
+        self._settle(record)
+        return record
+
+    async def _resume(
+        self, participant_id: str, token_external_id: str | None, conn: str
+    ) -> ParticipantInfo | None:
         stale = ""
         for _ in range(2):
             answer = await self._call(
-                "RESUME", participant_id, _tx(token_external_id), self.node, conn, stale
+                "RESUME", participant_id, lua.tx_field(token_external_id), self.node, conn, stale
             )
             if answer[0] == "ok":
-                break
+                return lua.read_info(answer[1])
             if answer[0] == "busy":
                 raise StoreUnavailable(
                     "the session is held on another node that may have just failed; its lease "
                     "has not lapsed yet"
                 )
+            # Held by a connection of this node that is gone (none whose open or resume is in
+            # flight: those are in _holders too): take it over.
             if answer[0] == "held" and answer[1] not in self._holders:
-                stale = answer[1]  # Held by a connection of ours that is gone: take it over.
+                stale = answer[1]
                 self._unreleased.pop(stale, None)
                 continue
             return None
-        else:
-            return None
-        info = _info(answer[1])
-        record = RedisRecord(
-            Participant(participant_id, info), info.external_id, token_external_id, holder
-        )
-        record.conn = conn
-        self._holders[conn] = (holder, record)
-        return record
+        return None
 
     async def sessions(self) -> list[SessionView]:
         views = []
         try:
             async for key in self._client.scan_iter(match=f"{self.prefix}s:*", count=500):
-                fields = await self._client.hmget(key, ["info", "node"])
-                if fields[0] is None:
-                    continue  # Gone since the scan saw it.
+                try:
+                    fields = await self._client.hmget(key, ["info", "node"])
+                    if fields[0] is None:
+                        continue  # Gone since the scan saw it.
+                    info = lua.read_info(fields[0])
+                except (ResponseError, ValueError, KeyError, TypeError) as exc:
+                    # Nothing from Redis is trusted: one bad key must not hide the others.
+                    logger.warning("skipping %s: not a session record (%s)", key, f"{exc!r}")
+                    continue
                 pid = key[len(self.prefix) + 2 :]
                 node = fields[1] or None
-                views.append(
-                    SessionView(Participant(pid, _info(fields[0])), node is not None, node)
-                )
+                views.append(SessionView(Participant(pid, info), node is not None, node))
         except (RedisError, OSError, TimeoutError) as exc:
             raise StoreUnavailable(f"Redis: {exc}") from exc
         return views
@@ -254,10 +275,8 @@ class RedisStore(SessionStore):
     async def _tick(self) -> None:
         try:
             await self._call("HEARTBEAT", self.node, str(round(self.lease * 1000)), self._grace_ms)
-            for conn, record in list(self._unreleased.items()):
-                pid = record.participant.id
-                await self._call("DROP", pid, self.node, conn, self._grace_ms)
-                del self._unreleased[conn]
+            for record in list(self._unreleased.values()):
+                await self._release(record)
         except StoreUnavailable as exc:
             logger.warning("node %s: cannot reach the session store: %s", self.node, f"{exc}")
 
@@ -292,7 +311,11 @@ class RedisStore(SessionStore):
     async def _catch_up(self) -> None:
         """After the channel was lost: end the connections whose session another node has
         taken meanwhile (the ``switched`` published then reached nobody)."""
-        held = [(conn, record.participant.id) for conn, (_, record) in self._holders.items()]
+        held = [
+            (conn, record.participant.id)
+            for conn, (_, record) in self._holders.items()
+            if conn not in self._pending
+        ]
         async with self._client.pipeline(transaction=False) as pipe:  # One round trip.
             asked = [pipe.hmget(f"{self.prefix}s:{pid}", ["node", "conn"]) for _, pid in held]
         for (conn, pid), request in zip(held, asked, strict=True):
@@ -307,17 +330,48 @@ class RedisStore(SessionStore):
             self._switched(conn, pid)
 
     def _switched(self, conn: str, pid: str) -> None:
+        pending = self._pending.get(conn)
+        if pending is not None:
+            pending.add(pid)  # Told once its open or resume returns (see _settle).
+            return
         entry = self._holders.get(conn)
         if entry is not None and entry[1].participant.id == pid:
             del self._holders[conn]
+            entry[1].holder = None
             entry[0].session_ended("switched")
 
     # ----------------------------------------------------------------------------------------
+
+    def _begin(self, record: RedisRecord) -> None:
+        """Register a connection whose open or resume is about to be sent, as pending."""
+        self._holders[record.conn] = (_holder(record), record)
+        self._pending[record.conn] = set()
+
+    def _settle(self, record: RedisRecord) -> None:
+        """Its open or resume returned: it holds the session, unless switched meanwhile."""
+        if record.participant.id in self._pending.pop(record.conn):
+            self._switched(record.conn, record.participant.id)
+
+    def _abandon(self, record: RedisRecord, *, released: bool = False) -> None:
+        """Its open or resume failed: forget the connection. Unless ``released`` (the script
+        answered, holding nothing), the script may have run with its reply lost: release
+        what it may hold at the next tick (a DROP of another connection changes nothing)."""
+        self._pending.pop(record.conn, None)
+        self._forget(record)
+        record.holder = None
+        if not released:
+            self._unreleased[record.conn] = record
+
+    async def _release(self, record: RedisRecord) -> None:
+        pid, ext = record.participant.id, record.external_id or ""
+        await self._call("DROP", pid, self.node, record.conn, self._grace_ms, ext)
+        self._unreleased.pop(record.conn, None)
 
     def _forget(self, record: SessionRecord) -> None:
         entry = self._holders.get(_conn(record))
         if entry is not None and entry[1] is record:
             del self._holders[_conn(record)]
+        record.holder = None
 
     async def _set(self, record: SessionRecord, field: str, value: str) -> bool:
         done = await self._call(
@@ -333,7 +387,17 @@ class RedisStore(SessionStore):
             raise StoreUnavailable(f"Redis: {exc or type(exc).__name__}") from exc
 
 
-def _conn(record: SessionRecord) -> str:
+def _holder(record: RedisRecord) -> Holder:
+    if record.holder is None:
+        raise TypeError("a session record without its holder")
+    return record.holder
+
+
+def _own(record: SessionRecord) -> RedisRecord:
     if not isinstance(record, RedisRecord):
         raise TypeError("the Redis store was handed a record it did not make")
-    return record.conn
+    return record
+
+
+def _conn(record: SessionRecord) -> str:
+    return _own(record).conn

@@ -9,8 +9,9 @@ they need, and await every answer, so that a store may live in another process:
   and sessions in Redis, shared by every node that names the same database, so that a session
   outlives the process that opened it (``specs/protocol.md``, "More than one node").
 
-A store that cannot do what is asked (Redis unreachable) raises :class:`StoreUnavailable` and
-changes nothing; the handler answers ``store_unavailable`` (P17) and the connection goes on.
+A store that cannot do what is asked (Redis unreachable) raises :class:`StoreUnavailable`: the
+request was not carried out, or was with its answer lost, never half done; the handler answers
+``store_unavailable`` (P17) and the connection goes on.
 
 :meth:`SessionStore.sessions` lists the live sessions for read-only observers (an inspector).
 """
