@@ -344,12 +344,15 @@ async def test_connections_not_yet_admitted_have_their_own_small_cap(
         assert len(board.watchers) == 1  # an admitted feed does not count against the cap
         silent = [await trio.open_tcp_stream("127.0.0.1", server.port) for _ in range(2)]
         await trio.testing.wait_all_tasks_blocked()
+        assert server._unadmitted == 2
         async with await trio.open_tcp_stream("127.0.0.1", server.port) as extra:
             await trio.testing.wait_all_tasks_blocked()
+            assert server._live == 3  # the feed and the two silent ones: not the extra
             assert await extra.receive_some(100) == b""  # closed unread
         # A request head gets request_timeout to arrive, then its connection is closed.
         mock_clock.jump(3.0)
         await trio.testing.wait_all_tasks_blocked()
+        assert (server._unadmitted, server._live) == (0, 1)
         for stream in silent:
             assert await stream.receive_some(100) == b""
             await stream.aclose()
