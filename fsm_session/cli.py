@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import ssl
@@ -77,6 +78,7 @@ def _serve(args: argparse.Namespace) -> int:
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s"
     )
     stopped_by: list[str] = []
+    listening_on = [f"{args.host}:{args.port}"]  # the address a listen error is about
 
     async def run() -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -93,11 +95,16 @@ def _serve(args: argparse.Namespace) -> int:
                         observer=None if inspector is None else inspector[1],
                     )
                 )
-                print(url, flush=True)  # The first line of stdout: where to connect.
-                if inspector is not None:
+                page = None
+                if inspector is not None:  # listening before any address is printed
                     # The node as clients reach it: the port bound, not the 0 asked for.
                     inspector[1].node = "server " + url.split("//", 1)[1].rstrip("/")
+                    listening_on[0] = (
+                        f"{args.inspect_host}:{args.inspect_port} (--inspect-host/--inspect-port)"
+                    )
                     page = await nursery.start(inspector[0].serve)
+                print(url, flush=True)  # The first line of stdout: where to connect.
+                if page is not None:
                     print(f"inspector: {page}", flush=True)
                 async for signum in signals:
                     stopped_by.append(signal.Signals(signum).name)
@@ -114,7 +121,7 @@ def _serve(args: argparse.Namespace) -> int:
     except* KeyboardInterrupt:  # Before the signal receiver was in place.
         stopped_by.append("SIGINT")
     if failure is not None:
-        print(f"fsm-session serve: cannot listen on {args.host}:{args.port}: {failure}",
+        print(f"fsm-session serve: cannot listen on {listening_on[0]}: {failure}",
               file=sys.stderr)  # fmt: skip
         return 2
     print(f"fsm-session serve: stopped by {', '.join(stopped_by[:1])}", file=sys.stderr)
@@ -166,8 +173,8 @@ def _token(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from fsm_session.demo import main as demo_main
 
-    if not args.pace >= 0:
-        raise CommandError("--pace must be zero or a positive number of seconds")
+    if not (args.pace >= 0 and math.isfinite(args.pace)):
+        raise CommandError("--pace must be zero or a positive, finite number of seconds")
     return demo_main(inspect=args.inspect, pace=args.pace)
 
 

@@ -6,28 +6,39 @@ from __future__ import annotations
 
 import importlib.resources
 import json
+import os
 import re
 import secrets
 import shutil
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
 
-from fsm_session import ParticipantInfo, SessionState, open_session_service
+from fsm_session import ParticipantInfo, open_session_service
 from fsm_session.inspector import (
     Board,
     InspectorServer,
     InspectorSetupError,
     is_loopback,
     open_inspector,
+    render,
 )
 
-needs_dot = pytest.mark.skipif(
-    shutil.which("dot") is None,
-    reason="Graphviz's `dot` is not installed: apt-get install graphviz",
-)
+
+@pytest.fixture
+def graphviz() -> None:
+    """Graphviz's ``dot``: a test needing it fails under CI=true and skips elsewhere."""
+    if shutil.which("dot") is None:
+        message = "Graphviz's `dot` is not installed: apt-get install graphviz"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+needs_dot = pytest.mark.usefixtures("graphviz")
 
 
 def _request(port: int, target: str) -> bytes:
@@ -76,8 +87,9 @@ def test_the_ring_of_transitions_is_bounded() -> None:
     board.update("a", "n1", state="CLOSED")
     for number in range(5):
         board.transition("a", f"t{number}", "R1", "CLOSED", "OPENING")
-    moves = board.snapshot()["sessions"][0]["transitions"]
-    assert [move["trigger"] for move in moves] == ["t2", "t3", "t4"]
+    shown = board.session("a")
+    assert shown is not None
+    assert [move["trigger"] for move in shown["transitions"]] == ["t2", "t3", "t4"]
     assert board.sessions["a"].state == "OPENING"
 
 
@@ -97,6 +109,21 @@ def test_a_watcher_that_falls_behind_is_resynchronised_not_grown() -> None:
     assert watcher.take() == []
     board.unwatch(watcher)
     assert board.watchers == []
+
+
+def test_a_snapshot_is_bounded_and_leaves_the_transitions_out() -> None:
+    board = Board(snapshot_limit=3)
+    for number in range(5):
+        board.update(f"s{number}", "n1")
+        for _ in range(10):
+            board.transition(f"s{number}", "update", "P7", "OPEN", "OPEN")
+    snapshot = board.snapshot()
+    assert [view["key"] for view in snapshot["sessions"]] == ["s0", "s1", "s2"]
+    assert snapshot["total"] == 5
+    assert all("transitions" not in view for view in snapshot["sessions"])
+    shown = board.session("s4")  # one session's transitions, when the page shows it
+    assert shown is not None and len(shown["transitions"]) == 10
+    assert board.session("nobody") is None
 
 
 def test_the_board_refuses_what_it_does_not_hold() -> None:
@@ -123,6 +150,11 @@ def test_a_host_beyond_loopback_needs_a_token() -> None:
         InspectorServer(Board(), host="0.0.0.0")
     with pytest.raises(InspectorSetupError, match="at least 16 characters"):
         InspectorServer(Board(), host="0.0.0.0", token="short")
+    # A token travels unchanged in a query and a cookie: URL-safe characters only.
+    for unsafe in ("a+" * 8, "a;" * 8, "a " * 8, "\u00e9" * 16, "a%" * 8):
+        with pytest.raises(InspectorSetupError, match=r"a letter, a digit or one of \. _ ~ -"):
+            InspectorServer(Board(), host="0.0.0.0", token=unsafe)
+    assert InspectorServer(Board(), host="0.0.0.0", token="aZ09._~-" * 2)
     server = InspectorServer(Board(), host="0.0.0.0", token="x" * 16)
     assert "x" * 16 not in repr(server)
 
@@ -234,6 +266,115 @@ async def test_a_browser_that_never_reads_cannot_grow_the_server_or_hold_it(
     await stalled.aclose()
 
 
+async def test_the_first_feed_sends_no_transition_twice(nursery: trio.Nursery) -> None:
+    board = Board()
+    board.update("a", "n1")
+    server = InspectorServer(board)
+    await nursery.start(server.serve)
+    watch = board.watch
+    watching = trio.Event()
+
+    def watch_then_move(wake: Callable[[], None]) -> object:
+        # The session moves while the feed's head is on its way: after the watcher is
+        # registered, before the snapshot is taken.
+        watcher = watch(wake)
+        board.transition("a", "open", "R2", "CLOSED", "OPENING")
+        watching.set()
+        return watcher
+
+    board.watch = watch_then_move  # type: ignore[assignment,method-assign]
+    events: list[list[dict[str, object]]] = []
+
+    async def read() -> None:
+        events.append(await _events(server.port, 2))
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as reading:
+            reading.start_soon(read)
+            await watching.wait()
+            await trio.testing.wait_all_tasks_blocked()
+            board.transition("a", "opened", "R4", "OPENING", "OPEN")
+    snapshot, update = events[0]
+    assert snapshot["type"] == "snapshot"
+    assert snapshot["sessions"] == [{**board.sessions["a"].to_json(), "state": "OPENING"}]
+    assert update["transition"] == {
+        "seq": 2,
+        "trigger": "opened",
+        "rule": "R4",
+        "source": "OPENING",
+        "dest": "OPEN",
+    }
+
+
+async def test_a_session_s_transitions_are_asked_for_one_session(nursery: trio.Nursery) -> None:
+    board = Board()
+    server = InspectorServer(board)
+    await nursery.start(server.serve)
+    board.update("a b", "n1")  # a key made safe in the query by the page
+    board.transition("a b", "open", "R2", "CLOSED", "OPENING")
+    status, headers, body = await _get(server.port, "/session.json?key=a+b")
+    assert (status, headers["content-type"]) == (200, "application/json")
+    assert json.loads(body) == board.session("a b")
+    assert (await _get(server.port, "/session.json?key=nobody"))[0] == 404
+    assert (await _get(server.port, "/session.json"))[0] == 404
+
+
+async def test_one_snapshot_is_encoded_per_version_of_the_board(nursery: trio.Nursery) -> None:
+    board = Board()
+    server = InspectorServer(board)
+    board.update("a", "n1")
+    first = server._snapshot()
+    assert server._snapshot() is first  # the board did not change: the same bytes
+    board.transition("a", "open", "R2", "CLOSED", "OPENING")
+    second = server._snapshot()
+    assert second is not first and json.loads(second)["sessions"][0]["state"] == "OPENING"
+    await nursery.start(server.serve)
+    assert (await _get(server.port, "/snapshot.json"))[2] == second
+
+
+async def test_connections_not_yet_admitted_have_their_own_small_cap(
+    nursery: trio.Nursery, mock_clock: trio.testing.MockClock
+) -> None:
+    board = Board()
+    server = InspectorServer(board, max_connections=8, max_unadmitted=2, request_timeout=3.0)
+    await nursery.start(server.serve)
+    async with await trio.open_tcp_stream("127.0.0.1", server.port) as feed:
+        await feed.send_all(_request(server.port, "/events"))
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(board.watchers) == 1  # an admitted feed does not count against the cap
+        silent = [await trio.open_tcp_stream("127.0.0.1", server.port) for _ in range(2)]
+        await trio.testing.wait_all_tasks_blocked()
+        assert server._unadmitted == 2
+        async with await trio.open_tcp_stream("127.0.0.1", server.port) as extra:
+            await trio.testing.wait_all_tasks_blocked()
+            assert server._live == 3  # the feed and the two silent ones: not the extra
+            assert await extra.receive_some(100) == b""  # closed unread
+        # A request head gets request_timeout to arrive, then its connection is closed.
+        mock_clock.jump(3.0)
+        await trio.testing.wait_all_tasks_blocked()
+        assert (server._unadmitted, server._live) == (0, 1)
+        for stream in silent:
+            assert await stream.receive_some(100) == b""
+            await stream.aclose()
+        assert (await _get(server.port, "/app.css"))[0] == 200  # the places are free again
+
+
+async def test_without_graphviz_the_diagram_is_a_503_with_the_install_hint(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    server = InspectorServer(Board())
+    await nursery.start(server.serve)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no `dot` to be found
+    render.session_svg.cache_clear()
+    try:
+        status, headers, body = await _get(server.port, "/diagram.svg")
+    finally:
+        render.session_svg.cache_clear()
+    assert (status, headers["content-type"]) == (503, "text/plain; charset=utf-8")
+    assert body.decode().startswith("the diagram is not available: Graphviz's `dot`")
+    assert b"apt-get install graphviz" in body and body.count(b"\n") == 1
+
+
 # ---------------------------------------------------------------------------- a client's services
 
 
@@ -284,7 +425,9 @@ async def test_a_client_sees_its_own_services_and_no_secret(
 
 
 async def test_open_inspector_refuses_an_unsafe_setup() -> None:
-    with pytest.raises(InspectorSetupError):
+    with pytest.raises(InspectorSetupError, match="not loopback: give it an access token"):
         async with open_inspector(host="0.0.0.0"):
             pass  # pragma: no cover - never entered
-    assert SessionState.CLOSED.name == "CLOSED"
+    with pytest.raises(InspectorSetupError, match="at least 16 characters"):
+        async with open_inspector(token="a;b" * 8):
+            pass  # pragma: no cover - never entered

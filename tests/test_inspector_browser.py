@@ -18,7 +18,7 @@ import pytest
 import trio
 
 from fsm_session import ParticipantInfo, SessionState, open_session_service
-from fsm_session.inspector import open_inspector
+from fsm_session.inspector import open_inspector, render
 from fsm_session.testing.proxy import LoopbackProxy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -200,3 +200,55 @@ async def test_with_a_token_the_page_loads_its_diagram_and_feed(browser: Any) ->
             await trio.to_thread.run_sync(browser.get, inspector.url)
             source = await trio.to_thread.run_sync(lambda: browser.page_source)
             assert "an access token is required" in source
+
+
+async def test_a_page_opened_late_fetches_the_session_s_transitions_and_shows_why_no_diagram(
+    browser: Any,
+    server_url: str,
+    mint: Callable[..., str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    # Snapshots carry no transitions: the page asks for the selected session's own. And
+    # without Graphviz the page says how to install it instead of a diagram.
+    monkeypatch.setenv("PATH", str(tmp_path))  # no `dot` for the inspector to find
+    render.session_svg.cache_clear()
+    try:
+        with trio.fail_after(60):
+            async with (
+                open_inspector() as inspector,
+                open_session_service(
+                    server_url, access_token=mint("ada"), inspector=inspector
+                ) as session,
+            ):
+                await session.open(ParticipantInfo(name="Ada", external_id="ada"))
+                await trio.to_thread.run_sync(browser.get, inspector.url)
+                await _until(
+                    browser,
+                    "the transitions that happened before it opened",
+                    lambda d: (
+                        d.execute_script(
+                            "return Array.from(document.querySelectorAll("
+                            "'#transitions li'), item => item.textContent)"
+                        )
+                        == [
+                            "OPENING -> OPEN on opened (R4)",
+                            "CLOSED -> OPENING on open (R2 R3 R4)",
+                        ]
+                    ),
+                )
+                await _until(
+                    browser,
+                    "how to install Graphviz in place of the diagram",
+                    lambda d: d.execute_script(
+                        "return document.getElementById('diagram').textContent"
+                    ).startswith("the diagram is not available: Graphviz's `dot`"),
+                )
+                text = await trio.to_thread.run_sync(
+                    browser.execute_script,
+                    "return document.getElementById('diagram').textContent",
+                )
+                assert "apt-get install graphviz" in text
+                await session.close()
+    finally:
+        render.session_svg.cache_clear()

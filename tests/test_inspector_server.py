@@ -135,6 +135,9 @@ def test_demo_inspect_prints_the_inspector_first(capsys: pytest.CaptureFixture[s
     assert re.fullmatch(r"inspector: http://127\.0\.0\.1:\d+/", out[0]), out[0]
     assert out[-1].startswith("Done")
     assert main(["demo", "--pace", "-1"]) == 2
+    for pace in ("inf", "nan"):  # a pace that would never end, or compare
+        assert main(["demo", "--pace", pace]) == 2
+        assert "--pace must be zero or a positive, finite number" in capsys.readouterr().err
 
 
 async def test_serve_inspect_serves_the_page_on_a_second_port() -> None:
@@ -178,3 +181,28 @@ async def test_serve_inspect_serves_the_page_on_a_second_port() -> None:
     )
     assert result.returncode == 2
     assert b"not loopback: give it an access token" in result.stderr
+
+
+async def test_serve_inspect_on_a_busy_port_names_the_inspector_s_address() -> None:
+    env = {**os.environ, "FSM_SESSION_SECRET": secrets.token_urlsafe(32)}
+    env.pop("FSM_SESSION_INSPECTOR_TOKEN", None)
+    busy = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    try:
+        port = busy.socket.getsockname()[1]
+        command = [sys.executable, "-m", "fsm_session.cli", "serve", "--port", "0", "--inspect"]
+        with trio.fail_after(20):
+            result = await trio.run_process(
+                [*command, "--inspect-port", str(port)],
+                env=env,
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+            )
+    finally:
+        await busy.aclose()
+    assert result.returncode == 2
+    assert result.stdout == b""  # no address printed for a server that does not run
+    line = result.stderr.decode().splitlines()[-1]  # after the server's own log lines
+    assert line.startswith(
+        f"fsm-session serve: cannot listen on 127.0.0.1:{port} (--inspect-host/--inspect-port): "
+    ), line

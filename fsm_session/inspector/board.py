@@ -5,10 +5,14 @@ Plain data, no I/O and no clock: the client's services and the server's connecti
 it, and each watcher (one browser's feed) takes what changed. A watcher's memory is bounded: it
 keeps at most ``limit`` updates; one that falls further behind (a slow or stalled browser) drops
 them all and is sent a fresh snapshot when it reads again. Publishing never waits for a watcher.
+
+A snapshot is bounded too: it lists at most ``snapshot_limit`` sessions, without their rings of
+transitions (the page asks for one session's transitions when it shows that session).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -20,6 +24,8 @@ RING = 50
 """Transitions kept per session by default."""
 WATCHER_LIMIT = 256
 """Updates a watcher may fall behind by before it is resynchronised with a snapshot."""
+SNAPSHOT_LIMIT = 1000
+"""Sessions one snapshot lists at most (the rest arrive as they change)."""
 
 Update = dict[str, Any]
 
@@ -116,18 +122,23 @@ class Board:
         *,
         ring: int = RING,
         watcher_limit: int = WATCHER_LIMIT,
+        snapshot_limit: int = SNAPSHOT_LIMIT,
         rows: Iterable[dict[str, Any]] = (),
     ) -> None:
-        if ring < 1 or watcher_limit < 1:
-            raise ValueError("ring and watcher_limit must be at least 1")
+        if ring < 1 or watcher_limit < 1 or snapshot_limit < 1:
+            raise ValueError("ring, watcher_limit and snapshot_limit must be at least 1")
         self.ring = ring
         self.watcher_limit = watcher_limit
+        self.snapshot_limit = snapshot_limit
         self.rows = tuple(rows)
         self.sessions: dict[str, SessionView] = {}
         self.watchers: list[Watcher] = []
         self._seq = 0
+        self.version = 0
+        """Counts the board's changes: an encoded snapshot holds while it stays the same."""
 
     def _publish(self, update: Update) -> None:
+        self.version += 1
         for watcher in self.watchers:
             watcher.offer(update)
 
@@ -160,12 +171,20 @@ class Board:
             self._publish({"type": "removed", "key": key})
 
     def snapshot(self) -> Update:
-        """Everything the page shows, at once: the table's rows and every session."""
+        """What the page shows at once: the table's rows and up to ``snapshot_limit`` sessions
+        (``total`` counts them all), without their transitions (see :meth:`session`)."""
+        views = itertools.islice(self.sessions.values(), self.snapshot_limit)
         return {
             "type": "snapshot",
             "rows": list(self.rows),
-            "sessions": [view.to_json(with_transitions=True) for view in self.sessions.values()],
+            "sessions": [view.to_json() for view in views],
+            "total": len(self.sessions),
         }
+
+    def session(self, key: str) -> Update | None:
+        """Session ``key`` with its recent transitions, or ``None`` when it is not on the board."""
+        view = self.sessions.get(key)
+        return None if view is None else view.to_json(with_transitions=True)
 
     def watch(self, wake: Callable[[], None]) -> Watcher:
         """A new feed of this board's updates; ``wake()`` is called when one arrives."""

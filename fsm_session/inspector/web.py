@@ -11,8 +11,11 @@ Safe by default:
 - nothing served holds a token or a secret: the board holds none;
 - each browser's feed is a bounded :class:`~fsm_session.inspector.board.Watcher`; a browser that
   does not read only stalls its own connection, and is dropped after ``send_timeout``;
-- one request per connection, a few seconds to send it, and a bounded number of connections
-  (beyond it a new one is closed unread).
+- one request per connection, ``request_timeout`` (3 s) to send its head, a bounded number of
+  connections and a smaller bound on those not yet admitted (beyond either a new one is closed
+  unread), so that idle or unauthenticated connections cannot take the feeds' places;
+- a snapshot is bounded (see :meth:`~fsm_session.inspector.board.Board.snapshot`) and encoded
+  once per version of the board, however many browsers ask for it.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import importlib.resources
 import ipaddress
 import json
 import logging
+import re
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -30,6 +34,7 @@ from urllib.parse import parse_qs, urlsplit
 import h11
 import trio
 
+from fsm_session.diagrams import GraphvizMissing
 from fsm_session.inspector import render
 from fsm_session.inspector.board import Board
 
@@ -51,6 +56,8 @@ _HEADERS = [
     ("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'"),
     ("Connection", "close"),
 ]
+_TOKEN = re.compile(r"[A-Za-z0-9._~-]{16,}")
+"""An access token: 16 or more URL-safe characters, carried unchanged in a query and a cookie."""
 
 
 class InspectorSetupError(ValueError):
@@ -96,11 +103,15 @@ class InspectorServer:
         port: int = 0,
         token: str | None = None,
         max_connections: int = 64,
-        request_timeout: float = 10.0,
+        max_unadmitted: int = 8,
+        request_timeout: float = 3.0,
         send_timeout: float = 30.0,
     ) -> None:
-        if token is not None and (not isinstance(token, str) or len(token) < 16):
-            raise InspectorSetupError("the inspector's access token must be at least 16 characters")
+        if token is not None and (not isinstance(token, str) or not _TOKEN.fullmatch(token)):
+            raise InspectorSetupError(
+                "the inspector's access token must be at least 16 characters, each a letter,"
+                " a digit or one of . _ ~ - (it travels in a URL and a cookie unchanged)"
+            )
         if token is None and not is_loopback(host):
             raise InspectorSetupError(
                 f"the inspector binds {host!r}, which is not loopback: give it an access token"
@@ -110,9 +121,12 @@ class InspectorServer:
         self.port = port
         self._token = None if token is None else token.encode()
         self._max_connections = max_connections
+        self._max_unadmitted = max_unadmitted
         self._request_timeout = request_timeout
         self._send_timeout = send_timeout
         self._live = 0
+        self._unadmitted = 0
+        self._encoded: tuple[int, bytes] = (-1, b"")
         self.url = ""
 
     def __repr__(self) -> str:  # never the token
@@ -132,14 +146,21 @@ class InspectorServer:
     # ------------------------------------------------------------------ one connection
 
     async def _handle(self, stream: trio.SocketStream) -> None:
-        if self._live >= self._max_connections:
+        if self._live >= self._max_connections or self._unadmitted >= self._max_unadmitted:
             # Hang up unread: a flood of connections costs nothing but the accept.
             await trio.aclose_forcefully(stream)
             return
         self._live += 1
         try:
             async with stream:
-                await self._serve_one(stream, h11.Connection(h11.SERVER))
+                conn = h11.Connection(h11.SERVER)
+                self._unadmitted += 1
+                try:
+                    admitted = await self._admit(stream, conn)
+                finally:
+                    self._unadmitted -= 1
+                if admitted is not None:
+                    await self._answer(stream, conn, *admitted)
         # A feed runs in a nursery, whose errors come out grouped: hence except*.
         except* (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
             pass  # the browser went away, or would not read
@@ -148,34 +169,70 @@ class InspectorServer:
         finally:
             self._live -= 1
 
-    async def _serve_one(self, stream: trio.SocketStream, conn: h11.Connection) -> None:
+    async def _admit(
+        self, stream: trio.SocketStream, conn: h11.Connection
+    ) -> tuple[h11.Request, list[tuple[str, str]]] | None:
+        """Read the request's head and check it: the request and the headers to answer with,
+        or ``None`` when it was refused (and answered) or never came whole in time."""
         request = None
         with trio.move_on_after(self._request_timeout):
             try:
                 request = await _read_request(stream, conn)
             except h11.RemoteProtocolError as error:
                 await self._send(stream, conn, error.error_status_hint, b"bad request\n")
-                return
+                return None
         if request is None:
-            return
+            return None
         status, body, extra = self._check(request)
         if status != 200:
             await self._send(stream, conn, status, body, extra=extra)
-            return
-        path = urlsplit(request.target.decode("ascii", "replace")).path
+            return None
+        return request, extra
+
+    async def _answer(
+        self,
+        stream: trio.SocketStream,
+        conn: h11.Connection,
+        request: h11.Request,
+        extra: list[tuple[str, str]],
+    ) -> None:
+        target = urlsplit(request.target.decode("ascii", "replace"))
+        path = target.path
         if path == "/events":
             await self._feed(stream, conn, extra)
         elif path in _STATIC:
             name, content_type = _STATIC[path]
             await self._send(stream, conn, 200, _static(name), content_type, extra)
         elif path == "/diagram.svg":
-            svg = await trio.to_thread.run_sync(render.session_svg)
+            try:
+                svg = await trio.to_thread.run_sync(render.session_svg)
+            except GraphvizMissing as error:
+                hint = f"the diagram is not available: {error}\n".encode()
+                await self._send(stream, conn, 503, hint, extra=extra)
+                return
             await self._send(stream, conn, 200, svg.encode(), "image/svg+xml", extra)
         elif path == "/snapshot.json":
-            snapshot = _json(self.board.snapshot())
-            await self._send(stream, conn, 200, snapshot, "application/json", extra)
+            await self._send(stream, conn, 200, self._snapshot(), "application/json", extra)
+        elif path == "/session.json":
+            key = parse_qs(target.query).get("key", [""])[0]
+            view = self.board.session(key)
+            if view is None:
+                await self._send(stream, conn, 404, b"no such session\n", extra=extra)
+                return
+            await self._send(stream, conn, 200, _json(view), "application/json", extra)
         else:
             await self._send(stream, conn, 404, b"not found\n")
+
+    def _snapshot(self) -> bytes:
+        """The board's snapshot, encoded once per version of the board."""
+        version, data = self._encoded
+        if version != self.board.version:
+            data = _json(self.board.snapshot())
+            self._encoded = (self.board.version, data)
+        return data
+
+    def _snapshot_event(self) -> bytes:
+        return b"data: " + self._snapshot() + b"\n\n"
 
     def _check(self, request: h11.Request) -> tuple[int, bytes, list[tuple[str, str]]]:
         """Method, host and token: ``(200, b"", headers)`` when the request may be served.
@@ -238,12 +295,17 @@ class InspectorServer:
                 with trio.fail_after(self._send_timeout):
                     response = h11.Response(status_code=200, headers=headers, reason=b"OK")
                     await stream.send_all(conn.send(response))
-                    await stream.send_all(conn.send(h11.Data(data=_event(self.board.snapshot()))))
+                    # What the watcher gathered while the head went out is in the snapshot:
+                    # drop it in the same step, so that no update is sent twice.
+                    watcher.take()
+                    await stream.send_all(conn.send(h11.Data(data=self._snapshot_event())))
                 while True:
                     await wakeup.wait()
                     updates = watcher.take()
-                    batch = [self.board.snapshot()] if updates is None else updates
-                    data = b"".join(_event(update) for update in batch)
+                    if updates is None:
+                        data = self._snapshot_event()
+                    else:
+                        data = b"".join(_event(update) for update in updates)
                     if data:
                         with trio.fail_after(self._send_timeout):
                             await stream.send_all(conn.send(h11.Data(data=data)))
