@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from collections.abc import Callable, Iterator
 from functools import partial
 
@@ -50,3 +51,14 @@ def redis_server() -> Iterator[RedisServer]:
     server.start()
     yield server
     server.close()
+
+
+@pytest.fixture
+def graphviz() -> None:
+    """Graphviz's ``dot``: a test needing it fails under CI=true and skips elsewhere, with the
+    command that installs it (use it as ``@pytest.mark.usefixtures("graphviz")``)."""
+    if shutil.which("dot") is None:
+        message = "Graphviz's `dot` is not installed: apt-get install graphviz"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)

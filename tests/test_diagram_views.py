@@ -4,9 +4,7 @@ state's box, guards shown by rule ID, a legend; the same checks on a user's own 
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -34,16 +32,6 @@ from fsm_session.models import Participant, ParticipantInfo
 from tests.conference import CONFERENCE, Conference
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def graphviz() -> None:
-    """Graphviz's ``dot``: a test needing it fails under CI=true and skips elsewhere."""
-    if shutil.which("dot") is None:
-        message = "Graphviz's `dot` is not installed: apt-get install graphviz"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 needs_dot = pytest.mark.usefixtures("graphviz")

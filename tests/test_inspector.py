@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import importlib.resources
 import json
-import os
 import re
 import secrets
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,17 +24,6 @@ from fsm_session.inspector import (
     open_inspector,
     render,
 )
-
-
-@pytest.fixture
-def graphviz() -> None:
-    """Graphviz's ``dot``: a test needing it fails under CI=true and skips elsewhere."""
-    if shutil.which("dot") is None:
-        message = "Graphviz's `dot` is not installed: apt-get install graphviz"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-
 
 needs_dot = pytest.mark.usefixtures("graphviz")
 
