@@ -5,6 +5,9 @@ problems reported once, before any test."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import hashlib
 import json
 import os
 import secrets
@@ -12,15 +15,29 @@ import socket
 import ssl
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 
 import pytest
+import trio
 import trustme
 
 from fsm_session.server import serve
-from fsm_session.testing import TrioPortal
+from fsm_session.testing import (
+    ConformanceReport,
+    TrioPortal,
+    check_backend,
+    format_report,
+    token_minter,
+)
+from fsm_session.testing.conformance.probes import (
+    SECTION_SECONDS,
+    BackendUncheckable,
+    probes_seconds,
+)
+from fsm_session.testing.conformance.runner import _probes_within
+from fsm_session.testing.wsframes import OP_TEXT, build_frame
 
 pytest_plugins = ["pytester"]
 
@@ -180,3 +197,117 @@ def test_plugin_checks_a_wss_backend_with_its_cafile_option(
         "--fsm-session-url", url, "--fsm-session-cafile", str(pem)
     )
     result.assert_outcomes(passed=1)
+
+
+# --------------------------------------------------------------------------------------------
+# A backend that is not to be trusted: what it sends never gives a traceback.
+# --------------------------------------------------------------------------------------------
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def hostile_backend(answer: Callable[[bytes], bytes]) -> Iterator[str]:
+    """A TCP server on loopback that reads an upgrade request and sends ``answer(key)``, then
+    closes the connection; its ``ws://`` URL."""
+
+    async def handle(stream: trio.SocketStream) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = await stream.receive_some(4096)
+            if not chunk:
+                return
+            head += chunk
+        key = next(
+            line.split(b":", 1)[1].strip()
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key")
+        )
+        with contextlib.suppress(trio.BrokenResourceError):
+            await stream.send_all(answer(key))
+        await stream.aclose()
+
+    with TrioPortal() as portal:
+        listeners = portal.run(partial(trio.open_tcp_listeners, 0, host="127.0.0.1"))
+        portal.run(portal.nursery.start, partial(trio.serve_listeners, handle, listeners))
+        yield f"ws://127.0.0.1:{listeners[0].socket.getsockname()[1]}/"
+
+
+def upgraded_then(frame: bytes) -> Callable[[bytes], bytes]:
+    def answer(key: bytes) -> bytes:
+        accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
+        return (
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept + b"\r\n"
+            b"Sec-WebSocket-Protocol: fsm-session.v1\r\n\r\n" + frame
+        )
+
+    return answer
+
+
+def probes_only(url: str) -> ConformanceReport:
+    return check_backend(
+        url,
+        mint_token=token_minter(secrets.token_urlsafe(32)),
+        paths=False,
+        explore=False,
+        token_expiry=False,
+    )
+
+
+def test_a_refusal_announcing_a_terabyte_body_is_read_within_the_head_limit() -> None:
+    """P1, P2: a 401 whose Content-Length is 2^40 is a refused token (exit 3), not a
+    MemoryError: the kit reads at most its head limit of a body."""
+    refusal = b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 1099511627776\r\n\r\n{}"
+    for url in hostile_backend(lambda key: refusal):
+        said = short_error(conform(url, "--examples", "0"), 3)
+        assert "refused the kit's token (401" in said
+
+
+def test_a_frame_over_the_size_limit_is_a_broken_rule_not_a_traceback() -> None:
+    """P2: a backend announcing a 2^40-byte frame breaks P2; the kit stops reading it. (The
+    probes only: the replays against such a backend take 20 s to give up, which says nothing
+    more.)"""
+    frame = bytes([0x81, 127]) + (1 << 40).to_bytes(8, "big")
+    for url in hostile_backend(upgraded_then(frame)):
+        report = probes_only(url)
+        assert "P2" in report.broken
+        assert "over the protocol's size limit (P2)" in report.rules["P2"].message
+        assert "| P2 | BROKEN |" in format_report(report)
+
+
+def test_a_message_over_the_size_limit_in_fragments_is_a_broken_rule() -> None:
+    """P2: fragments that join into more than 65536 bytes break P2, each frame being small."""
+    part = b"x" * 60000
+    fragments = build_frame(part, opcode=OP_TEXT, fin=False) + build_frame(part, opcode=0, fin=True)
+    for url in hostile_backend(upgraded_then(fragments)):
+        report = probes_only(url)
+        assert "fragments joined" in report.rules["P2"].message
+
+
+def test_a_report_path_that_cannot_be_written_exits_2_before_the_run(tmp_path: Path) -> None:
+    """The --json path is tried before the run: one line and exit 2, nothing checked."""
+    missing = tmp_path / "no-such-dir" / "report.json"
+    said = short_error(conform(f"ws://127.0.0.1:{free_port()}/", "--json", str(missing)), 2)
+    assert "cannot write the report to --json" in said
+    assert not missing.parent.exists()
+
+
+def test_the_probes_bound_grows_with_the_idle_timeout() -> None:
+    """P13: the probes' bound is sized to the idle wait (idle timeout + 2 s) plus a margin, so
+    a long ``--idle-timeout`` is waited for rather than cut at a fixed 30 s."""
+    for idle in (28.0, 120.0):
+        assert probes_seconds(idle) >= idle + 2.0 + 10.0
+    assert probes_seconds(None) >= 5 * SECTION_SECONDS
+
+
+def test_probes_past_their_bound_make_the_backend_uncheckable() -> None:
+    """A backend that leaves the probes waiting past their bound cannot be checked: a one-line
+    reason (exit 3 in the command), not a TooSlowError."""
+
+    async def silent() -> list[str]:
+        await trio.sleep_forever()
+        return []
+
+    with TrioPortal() as portal, pytest.raises(BackendUncheckable, match="did not answer within"):
+        _probes_within(portal, 0.05, silent)
+    assert portal.timeout == TrioPortal().timeout

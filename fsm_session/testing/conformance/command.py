@@ -60,6 +60,22 @@ def client_tls(url: str, cafile: str | None) -> ssl.SSLContext | None:
         raise UsageProblem(f"cannot use {cafile!r} as a CA file: {exc}") from None
 
 
+def check_writable(path: str) -> None:
+    """Raise :class:`UsageProblem` unless the report can be written at ``path``: the file is
+    opened for appending when it exists, else created and removed, before the run."""
+    target = Path(path)
+    try:
+        if target.exists():
+            with target.open("a"):
+                pass
+        else:
+            with target.open("x"):
+                pass
+            target.unlink()
+    except OSError as exc:
+        raise UsageProblem(f"cannot write the report to --json {path}: {exc}") from None
+
+
 def report_json(report: ConformanceReport) -> dict[str, object]:
     """The report as JSON for CI: the verdict, every rule's row, the coverage."""
     return {
@@ -97,6 +113,8 @@ def conform_command(
         if time_factor <= 0:
             raise UsageProblem(f"--timeout must be a positive factor, not {time_factor:g}")
         context = client_tls(url, cafile)
+        if json_path is not None:
+            check_writable(json_path)
         try:
             secret = secret_from_env()
         except ConfigurationError as exc:
@@ -122,5 +140,9 @@ def conform_command(
         return EXIT_UNCHECKABLE
     sys.stdout.write(format_report(report))
     if json_path is not None:
-        Path(json_path).write_text(json.dumps(report_json(report), indent=2) + "\n")
+        try:
+            Path(json_path).write_text(json.dumps(report_json(report), indent=2) + "\n")
+        except OSError as exc:
+            print(f"{_PROG}: cannot write the report to --json {json_path}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     return EXIT_OK if report.ok else EXIT_BROKEN

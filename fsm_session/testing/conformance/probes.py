@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
+from typing import Final
 
 import trio
 
@@ -22,10 +23,26 @@ from fsm_session.testing.conformance.kit import Kit
 from fsm_session.testing.conformance.limits import check_idle, check_limits
 from fsm_session.testing.conformance.messages import check_messages
 from fsm_session.testing.conformance.report import RuleResult, RuleViolation
-from fsm_session.testing.conformance.wire import HandshakeRefused, Target, handshake
+from fsm_session.testing.conformance.wire import (
+    BackendOverrun,
+    HandshakeRefused,
+    Target,
+    handshake,
+)
 from fsm_session.testing.credentials import MintToken
 
-__all__ = ["BackendUncheckable", "preflight", "run_probes"]
+__all__ = ["SECTION_SECONDS", "BackendUncheckable", "preflight", "probes_seconds", "run_probes"]
+
+SECTION_SECONDS: Final = 30.0
+"""The most one section's probes may take on loopback (scaled by the target's factor)."""
+_IDLE_MARGIN: Final = 2.0 + 10.0
+"""P13 waits the idle timeout plus 2 s for the close; 10 s more for its handshake and close."""
+
+
+def probes_seconds(idle_timeout: float | None) -> float:
+    """The most :func:`run_probes` may take on loopback, before the target's factor: the
+    sections in turn, or the idle wait beside them when it is longer."""
+    return max(len(_SECTIONS) * SECTION_SECONDS, (idle_timeout or 0.0) + _IDLE_MARGIN) + 5.0
 
 
 class BackendUncheckable(Exception):
@@ -68,29 +85,38 @@ async def run_probes(
 ) -> list[str]:
     """Run every section's probes; the notes of what could not be decided."""
     kit = Kit(target, mint, results, record, secret)
-    sections: list[Callable[[Kit], Awaitable[None]]] = [
-        check_connecting,
-        check_frames,
-        check_messages,
-        check_switch,
-        check_limits,
-    ]
+    idle_seconds = SECTION_SECONDS + (idle_timeout or 0.0) + _IDLE_MARGIN
     async with trio.open_nursery() as nursery:
         # The two probes that wait for the backend's clock run beside the others.
-        nursery.start_soon(_guarded, kit, partial(check_idle, idle_timeout=idle_timeout))
+        nursery.start_soon(
+            _guarded, kit, partial(check_idle, idle_timeout=idle_timeout), idle_seconds
+        )
         if expiry:
             nursery.start_soon(_guarded, kit, check_expiry)
-        for section in sections:
+        for section in _SECTIONS:
             await _guarded(kit, section)
     return kit.inconclusive
 
 
-async def _guarded(kit: Kit, section: Callable[[Kit], Awaitable[None]]) -> None:
+_SECTIONS: Final[tuple[Callable[[Kit], Awaitable[None]], ...]] = (
+    check_connecting,
+    check_frames,
+    check_messages,
+    check_switch,
+    check_limits,
+)
+
+
+async def _guarded(
+    kit: Kit, section: Callable[[Kit], Awaitable[None]], seconds: float = SECTION_SECONDS
+) -> None:
     name = getattr(section, "__name__", None) or getattr(section, "func", section).__name__
     started = time.monotonic()
     try:
-        with trio.fail_after(kit.target.seconds(30.0)):
+        with trio.fail_after(kit.target.seconds(seconds)):
             await section(kit)
+    except BackendOverrun as exc:
+        kit.expect("P2", f"probe {name}: every message within the size limit", False, str(exc))
     except (OSError, trio.BrokenResourceError, trio.TooSlowError, HandshakeRefused) as exc:
         kit.inconclusive.append(
             f"probe {name} stopped after {time.monotonic() - started:.1f} s: {exc!r}"

@@ -18,7 +18,12 @@ from fsm_session.service import (
 )
 from fsm_session.testing.conformance.coverage import _by_scenario, _replay
 from fsm_session.testing.conformance.exploration import _explore
-from fsm_session.testing.conformance.probes import preflight, run_probes
+from fsm_session.testing.conformance.probes import (
+    BackendUncheckable,
+    preflight,
+    probes_seconds,
+    run_probes,
+)
 from fsm_session.testing.conformance.report import (
     CHECKS,
     NOT_REACHABLE,
@@ -135,46 +140,53 @@ def check_backend(
             for edge in graph.edges
         },
     )
-    with TrioPortal(timeout=timeout * time_factor) as portal:
-        portal.run(preflight, target, mint_token)
-        if probes:
-            world.inconclusive += portal.run(
-                run_probes,
-                target,
-                mint_token,
-                results,
-                record,
-                secret,
-                idle_timeout,
-                token_expiry,
-            )
-        if paths:
-            scenarios: list[Callable[[_World, list[str]], Awaitable[None]]] = [
-                _switch_scenario,
-                _repeat_scenario,
-                _named_while_down_scenario,
-            ]
-            for scenario in scenarios:
-                _run_one(portal, _bind(scenario, world), record, *notes)
-            for path in transition_paths("session"):
-                if _by_scenario(path) or (path.target.source, path.target.trigger) in (
-                    NOT_REACHABLE
-                ):
-                    continue
-                _run_one(
-                    portal, _bind_path(path, world), record, world.inconclusive, replay_seconds
-                )
-                report.paths_replayed += 1
-            if token_expiry:  # last: it waits for a token to expire
-                _run_one(
+    try:
+        with TrioPortal(timeout=timeout * time_factor) as portal:
+            portal.run(preflight, target, mint_token)
+            if probes:
+                world.inconclusive += _probes_within(
                     portal,
-                    _bind(_expiry_scenario, world),
+                    max(timeout, probes_seconds(idle_timeout)) * time_factor,
+                    run_probes,
+                    target,
+                    mint_token,
+                    results,
                     record,
-                    world.inconclusive,
-                    replay_seconds,
+                    secret,
+                    idle_timeout,
+                    token_expiry,
                 )
-        if explore and examples > 0:
-            report.examples = _explore(portal, world, record, examples, steps, seed)
+            if paths:
+                scenarios: list[Callable[[_World, list[str]], Awaitable[None]]] = [
+                    _switch_scenario,
+                    _repeat_scenario,
+                    _named_while_down_scenario,
+                ]
+                for scenario in scenarios:
+                    _run_one(portal, _bind(scenario, world), record, *notes)
+                for path in transition_paths("session"):
+                    if _by_scenario(path) or (path.target.source, path.target.trigger) in (
+                        NOT_REACHABLE
+                    ):
+                        continue
+                    _run_one(
+                        portal, _bind_path(path, world), record, world.inconclusive, replay_seconds
+                    )
+                    report.paths_replayed += 1
+                if token_expiry:  # last: it waits for a token to expire
+                    _run_one(
+                        portal,
+                        _bind(_expiry_scenario, world),
+                        record,
+                        world.inconclusive,
+                        replay_seconds,
+                    )
+            if explore and examples > 0:
+                report.examples = _explore(portal, world, record, examples, steps, seed)
+    except trio.TooSlowError:
+        # A call of the kit that the backend left waiting past every bound of its own.
+        seconds = timeout * time_factor
+        raise BackendUncheckable(f"the backend did not answer within {seconds:g} s") from None
     report.covered = set(world.covered)
     report.unreachable = {
         edge.key: NOT_REACHABLE[(edge.source, edge.trigger)]
@@ -191,6 +203,20 @@ def check_backend(
             result.tried.append(service)
     report.seconds = time.monotonic() - started
     return report
+
+
+def _probes_within(
+    portal: TrioPortal, seconds: float, fn: Callable[..., Awaitable[list[str]]], *args: object
+) -> list[str]:
+    """``portal.run(fn, *args)`` within ``seconds`` (the probes' own bound, which the idle
+    probe sizes); a backend that does not answer in that time cannot be checked."""
+    before, portal.timeout = portal.timeout, seconds
+    try:
+        return portal.run(fn, *args)
+    except trio.TooSlowError:
+        raise BackendUncheckable(f"the backend did not answer within {seconds:g} s") from None
+    finally:
+        portal.timeout = before
 
 
 def _bind(

@@ -17,12 +17,12 @@ import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 from urllib.parse import urlsplit
 
 import trio
 
-from fsm_session.protocol import SUBPROTOCOL
+from fsm_session.protocol import MAX_FRAME_BYTES, SUBPROTOCOL
 from fsm_session.testing.wsframes import (
     OP_BINARY,
     OP_CLOSE,
@@ -33,9 +33,20 @@ from fsm_session.testing.wsframes import (
     parse_frame,
 )
 
-__all__ = ["Handshake", "HandshakeRefused", "RawClient", "Target", "handshake", "raw_client"]
+__all__ = [
+    "BackendOverrun",
+    "Handshake",
+    "HandshakeRefused",
+    "RawClient",
+    "Target",
+    "handshake",
+    "raw_client",
+]
 
 _HEAD_LIMIT: Final = 16384
+"""The most the kit reads of a handshake's head, and of the body of a refusal."""
+_MESSAGE_LIMIT: Final = 65536
+"""The most the kit reassembles of one message from fragments (the protocol's size limit)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +89,10 @@ class Handshake:
     headers: dict[str, str]
     """Header names in lower case; a repeated header keeps its last value."""
     body: bytes = b""
+
+
+class BackendOverrun(Exception):
+    """The backend sent a frame or a message over the protocol's size limit (P2)."""
 
 
 class HandshakeRefused(Exception):
@@ -143,18 +158,19 @@ async def handshake(
                 headers[name.strip().lower()] = value.strip()
         answer = Handshake(status, headers)
         if status != 101:
-            answer.body = await _body(stream, headers)
+            answer.body = await _body(stream, headers, target)
         return answer, stream
     except BaseException:
         await trio.aclose_forcefully(stream)
         raise
 
 
-async def _body(stream: trio.abc.Stream, headers: dict[str, str]) -> bytes:
+async def _body(stream: trio.abc.Stream, headers: dict[str, str], target: Target) -> bytes:
+    """The refusal's body, at most :data:`_HEAD_LIMIT` bytes whatever its Content-Length."""
     length = headers.get("content-length", "")
-    want = int(length) if length.isdigit() else _HEAD_LIMIT
+    want = min(int(length), _HEAD_LIMIT) if length.isdigit() else _HEAD_LIMIT
     body = bytearray()
-    with trio.move_on_after(1.0):
+    with trio.move_on_after(target.seconds(1.0)):
         while len(body) < want:
             try:
                 chunk = await stream.receive_some(want - len(body))
@@ -269,7 +285,10 @@ class RawClient:
 
     async def _next_text(self, *, stop_on_pong: bool = False) -> str | None:
         while True:
-            frame = parse_frame(self._buffer)
+            try:
+                frame = parse_frame(self._buffer, MAX_FRAME_BYTES)
+            except ValueError:
+                self._overrun(f"a frame announcing over {MAX_FRAME_BYTES} bytes")
             if frame is None:
                 if not await self._fill():
                     return None
@@ -292,6 +311,9 @@ class RawClient:
                 return None
             elif opcode in (OP_TEXT, OP_BINARY, 0):
                 self._fragments.append(payload)
+                size = sum(len(part) for part in self._fragments)
+                if size > _MESSAGE_LIMIT:
+                    self._overrun(f"a message of over {_MESSAGE_LIMIT} bytes (fragments joined)")
                 if frame.fin:
                     message = b"".join(self._fragments)
                     self._fragments.clear()
@@ -299,6 +321,13 @@ class RawClient:
                     self.received.append(text)
                     self.on_text(text)
                     return text
+
+    def _overrun(self, what: str) -> NoReturn:
+        """Stop reading a backend over the size limit: nothing more of it is trusted."""
+        self._buffer.clear()
+        self._fragments.clear()
+        self.hung_up = True
+        raise BackendOverrun(f"the backend sent {what}, over the protocol's size limit (P2)")
 
     async def _fill(self) -> bool:
         try:
