@@ -25,12 +25,14 @@ import trustme
 
 from fsm_session.server import serve
 from fsm_session.testing import (
+    CHECKS,
     ConformanceReport,
     TrioPortal,
     check_backend,
     format_report,
     token_minter,
 )
+from fsm_session.testing.conformance import RuleResult
 from fsm_session.testing.conformance.probes import (
     SECTION_SECONDS,
     BackendUncheckable,
@@ -311,3 +313,47 @@ def test_probes_past_their_bound_make_the_backend_uncheckable() -> None:
     with TrioPortal() as portal, pytest.raises(BackendUncheckable, match="did not answer within"):
         _probes_within(portal, 0.05, silent)
     assert portal.timeout == TrioPortal().timeout
+
+
+def test_sections_that_stop_early_leave_their_rows_not_run() -> None:
+    """P2, P6: a backend that takes the first upgrade and refuses every later one (503) stops
+    the probe sections early; their rows say "not run", never "passed", and the run does not
+    pass."""
+    upgraded = upgraded_then(b"")
+    answers = iter([upgraded])
+
+    def answer(key: bytes) -> bytes:
+        first = next(answers, None)
+        if first is not None:
+            return first(key)
+        return b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy"
+
+    for url in hostile_backend(answer):
+        report = probes_only(url)
+        assert not report.ok and report.verdict == "FAIL"
+        for rule in ("P2", "P6", "R15"):
+            result = report.rules[rule]
+            assert result.passed and result.verdict == "not run", (rule, result)
+            assert "stopped early (HandshakeRefused)" in result.not_run
+            assert rule in report.not_run
+        text = format_report(report)
+        assert "| P6 | not run |" in text and "not run (the run does not pass): " in text
+
+
+def test_a_run_with_anything_inconclusive_exits_3(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No rule broken but something not decided: INCOMPLETE, exit 3 with one line."""
+    from fsm_session.testing.conformance import command
+
+    def undecided(url: str, **options: object) -> ConformanceReport:
+        rules = {rule: RuleResult(rule, text) for rule, text in CHECKS.items()}
+        rules["P9"].not_run = "probe check_messages stopped early (TooSlowError)"
+        return ConformanceReport(url=url, rules=rules, inconclusive=["probe stopped"])
+
+    monkeypatch.setenv("FSM_SESSION_SECRET", secrets.token_urlsafe(32))
+    monkeypatch.setattr(command, "check_backend", undecided)
+    assert command.conform_command("ws://127.0.0.1:9/") == 3
+    out, err = capsys.readouterr()
+    assert "conformance of ws://127.0.0.1:9/: INCOMPLETE" in out
+    assert err.strip() == "fsm-session conform: could not check all rules (not run: P9)"

@@ -2,7 +2,8 @@
 
 0: the backend kept every rule. 1: a rule is broken (the report says which). 2: usage or setup
 (a URL that is not ``ws://`` or ``wss://``, no secret, a CA file that cannot be read). 3: the
-backend cannot be checked (unreachable, or it refuses the kit's tokens). Every failure but 1 is
+backend cannot be checked (unreachable, or it refuses the kit's tokens), or could not be checked
+fully (a probe stopped early: the report names the rules not run). Every failure but 1 is
 one or two lines on stderr, never a traceback.
 """
 
@@ -81,6 +82,8 @@ def report_json(report: ConformanceReport) -> dict[str, object]:
     return {
         "url": report.url,
         "ok": report.ok,
+        "verdict": report.verdict,
+        "not_run": report.not_run,
         "broken": report.broken,
         "rules": {rule: asdict(result) for rule, result in report.rules.items()},
         "coverage": report.coverage,
@@ -145,4 +148,10 @@ def conform_command(
         except OSError as exc:
             print(f"{_PROG}: cannot write the report to --json {json_path}: {exc}", file=sys.stderr)
             return EXIT_USAGE
-    return EXIT_OK if report.ok else EXIT_BROKEN
+    if report.broken:
+        return EXIT_BROKEN
+    if not report.complete:
+        what = ", ".join(report.not_run) or f"{len(report.inconclusive)} inconclusive checks"
+        print(f"{_PROG}: could not check all rules (not run: {what})", file=sys.stderr)
+        return EXIT_UNCHECKABLE
+    return EXIT_OK

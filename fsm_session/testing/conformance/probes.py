@@ -33,6 +33,17 @@ from fsm_session.testing.credentials import MintToken
 
 __all__ = ["SECTION_SECONDS", "BackendUncheckable", "preflight", "probes_seconds", "run_probes"]
 
+SECTION_RULES: Final[dict[str, tuple[str, ...]]] = {
+    "check_connecting": ("P1",),
+    "check_frames": ("P2", "P3", "P4", "P5", "P15"),
+    "check_messages": ("P6", "P7", "P8", "P9", "P10", "R2", "R3", "R5", "R10", "R14", "R16"),
+    "check_switch": ("P12", "R17"),
+    "check_limits": ("P14", "R15"),
+    "check_idle": ("P13",),
+    "check_expiry": ("P11",),
+}
+"""The rules each section's probes check: when a section stops early, its rows are not run."""
+
 SECTION_SECONDS: Final = 30.0
 """The most one section's probes may take on loopback (scaled by the target's factor)."""
 _IDLE_MARGIN: Final = 2.0 + 10.0
@@ -111,6 +122,7 @@ async def _guarded(
     kit: Kit, section: Callable[[Kit], Awaitable[None]], seconds: float = SECTION_SECONDS
 ) -> None:
     name = getattr(section, "__name__", None) or getattr(section, "func", section).__name__
+    tried_before = {rule: list(result.tried) for rule, result in kit.results.items()}
     started = time.monotonic()
     try:
         with trio.fail_after(kit.target.seconds(seconds)):
@@ -121,3 +133,16 @@ async def _guarded(
         kit.inconclusive.append(
             f"probe {name} stopped after {time.monotonic() - started:.1f} s: {exc!r}"
         )
+        _not_run(kit, name, tried_before, exc)
+
+
+def _not_run(kit: Kit, name: str, tried_before: dict[str, list[str]], exc: BaseException) -> None:
+    """Mark the rows of section ``name`` that are not broken as not run, saying what of them
+    was tried before the section stopped."""
+    for rule in SECTION_RULES.get(name, ()):
+        result = kit.results.get(rule)
+        if result is None or not result.passed or result.skipped:
+            continue
+        done = [what for what in result.tried if what not in tried_before.get(rule, [])]
+        partly = f" after trying only: {'; '.join(done)}" if done else ""
+        result.not_run = f"probe {name} stopped early ({type(exc).__name__}){partly}"

@@ -94,12 +94,23 @@ class RuleResult:
     """What the run tried against this rule (probes; paths and exploration are counted apart)."""
     skipped: str = ""
     """Why the rule was not exercised (an option not given), or empty."""
+    not_run: str = ""
+    """Why the run could not check the rule (its probe stopped early), or empty: a run with
+    such a row does not pass."""
 
     @property
     def seen(self) -> str:
         if not self.passed:
             return self.message
+        if self.not_run:
+            return f"not run: {self.not_run}"
         return f"not run: {self.skipped}" if self.skipped else "as written"
+
+    @property
+    def verdict(self) -> str:
+        if not self.passed:
+            return "BROKEN"
+        return "not run" if self.skipped or self.not_run else "passed"
 
 
 Row = tuple[str, int]
@@ -126,7 +137,26 @@ class ConformanceReport:
 
     @property
     def ok(self) -> bool:
-        return all(result.passed for result in self.rules.values())
+        """No rule broken and nothing left undecided (see :attr:`complete`)."""
+        return not self.broken and self.complete
+
+    @property
+    def complete(self) -> bool:
+        """Every rule checked as far as the options allow: no probe stopped early, no row
+        left not run, nothing inconclusive."""
+        return not self.inconclusive and not self.not_run
+
+    @property
+    def not_run(self) -> list[str]:
+        """The rules the run could not check (their probe stopped early)."""
+        return [rule for rule, result in self.rules.items() if result.passed and result.not_run]
+
+    @property
+    def verdict(self) -> str:
+        """``PASS``, ``FAIL`` (a rule broken) or ``INCOMPLETE`` (some rule not checked)."""
+        if self.broken:
+            return "FAIL"
+        return "PASS" if self.complete else "INCOMPLETE"
 
     @property
     def broken(self) -> list[str]:
@@ -155,14 +185,12 @@ class ConformanceReport:
 
 
 def _lines(report: ConformanceReport) -> Iterator[str]:
-    yield f"conformance of {report.url}: {'PASS' if report.ok else 'FAIL'}"
+    yield f"conformance of {report.url}: {report.verdict}"
     yield ""
     yield "| rule | verdict | found by | after (s) | tried | seen |"
     yield "| --- | --- | --- | --- | --- | --- |"
     for rule_id, result in report.rules.items():
-        verdict = "passed" if result.passed else "BROKEN"
-        if result.passed and result.skipped:
-            verdict = "not run"
+        verdict = result.verdict
         after = "" if result.seconds is None else f"{result.seconds:.2f}"
         tried = "; ".join(result.tried) if result.tried else result.description
         seen = result.seen.replace("|", "/")
@@ -194,6 +222,9 @@ def _lines(report: ConformanceReport) -> Iterator[str]:
             yield "  frames exchanged (last ones):"
             for frame in result.frames:
                 yield f"    {frame}"
+    if report.not_run:
+        yield ""
+        yield f"not run (the run does not pass): {', '.join(report.not_run)}"
     for note in report.inconclusive[:10]:
         yield f"inconclusive: {note}"
 

@@ -199,7 +199,7 @@ def check_backend(
         "Hypothesis examples on real SessionService objects"
     )
     for result in results.values():
-        if not result.tried and (paths or report.examples):
+        if not result.tried and not result.not_run and (paths or report.examples):
             result.tried.append(service)
     report.seconds = time.monotonic() - started
     return report

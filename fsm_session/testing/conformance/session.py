@@ -75,9 +75,12 @@ async def _named_while_down_scenario(world: _World, steps: list[str]) -> None:
             proxy.hold("server")
             seen = len(proxy.frames)
             nursery.start_soon(partial(client.update, name="Named", note=False))
-            await _until(
+            if not await _until(
                 world, lambda: any(f.type == "updated" for f in proxy.frames[seen:]), seconds=2.0
-            )
+            ):
+                world.inconclusive.append(
+                    "named-while-down scenario: the update's reply never came; R7 not checked"
+                )
             proxy.cut()
             proxy.release("server")
             await _follow(client)
@@ -93,7 +96,7 @@ async def _expiry_scenario(world: _World, steps: list[str]) -> None:
     """``lost`` in OPENING and in CLOSING: the backend ends the session (token expiry, P11)
     while the client's ``open``, or its ``close``, waits in the proxy."""
     config = replace(world.config, logout_timeout=_EXPIRY_TTL + 2.0)
-    with trio.move_on_after(_EXPIRY_TTL + 3.0):
+    with trio.move_on_after(world.target.seconds(_EXPIRY_TTL + 3.0)) as scope:
         async with trio.open_nursery() as nursery:
             opening_id, closing_id = _new_id("expire"), _new_id("expire")
             opening = await _start_client(
@@ -118,7 +121,7 @@ async def _expiry_scenario(world: _World, steps: list[str]) -> None:
                 hosted.client.proxy.hold("client")
             nursery.start_soon(partial(opening.client.open, ParticipantInfo("Opening"), note=False))
             nursery.start_soon(partial(closing.client.close, note=False))
-            await _until(
+            ended = await _until(
                 world,
                 lambda: (
                     opening.client.service.state is S.CLOSED
@@ -126,8 +129,15 @@ async def _expiry_scenario(world: _World, steps: list[str]) -> None:
                 ),
                 seconds=_EXPIRY_TTL + 2.5,
             )
+            if not ended:
+                world.inconclusive.append(
+                    "expiry scenario: the sessions were not CLOSED in time after their token "
+                    "expired; lost in OPENING and CLOSING not covered"
+                )
             for hosted in (opening, closing):
                 await _stop(hosted)
+    if scope.cancelled_caught:
+        world.inconclusive.append("expiry scenario: ran out of time; its rows may be uncovered")
 
 
 # --------------------------------------------------------------------------------------------
