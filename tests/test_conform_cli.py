@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 import trustme
 
 from fsm_session.server import serve
@@ -39,6 +40,7 @@ from fsm_session.testing.conformance.probes import (
     probes_seconds,
 )
 from fsm_session.testing.conformance.runner import _probes_within
+from fsm_session.testing.conformance.wire import _HEAD_LIMIT, Target, _body
 from fsm_session.testing.wsframes import OP_TEXT, build_frame
 
 pytest_plugins = ["pytester"]
@@ -357,3 +359,22 @@ def test_a_run_with_anything_inconclusive_exits_3(
     out, err = capsys.readouterr()
     assert "conformance of ws://127.0.0.1:9/: INCOMPLETE" in out
     assert err.strip() == "fsm-session conform: could not check all rules (not run: P9)"
+
+
+@pytest.mark.parametrize("factor", [1.0, 3.0])
+def test_a_refusal_body_is_awaited_for_a_time_scaled_by_timeout(factor: float) -> None:
+    """P1: the wait for a refusal's body is scaled by --timeout, and at most the head limit of
+    it is read whatever the Content-Length says (virtual time, autojump clock)."""
+
+    async def main() -> tuple[float, int]:
+        ours, theirs = trio.testing.memory_stream_pair()
+        await theirs.send_all(b"x" * 20000)
+        started = trio.current_time()
+        body = await _body(ours, {"content-length": str(1 << 40)}, Target("ws://h/", None, factor))
+        assert len(body) == _HEAD_LIMIT
+        started = trio.current_time()
+        body = await _body(ours, {"content-length": "5000"}, Target("ws://h/", None, factor))
+        return trio.current_time() - started, len(body)
+
+    waited, length = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert waited == pytest.approx(factor) and length == 20000 - _HEAD_LIMIT
