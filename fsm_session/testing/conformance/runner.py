@@ -84,7 +84,10 @@ def check_backend(
     (and ``timeout``) for a backend farther away than loopback; ``idle_timeout`` is the backend's
     idle timeout in seconds, to check P13 (not checked without it); ``probes=False`` skips the
     raw probes. Raises :class:`BackendUncheckable` when the backend cannot be reached or
-    refuses a valid token, before anything else is tried.
+    refuses a valid token, before anything else is tried, or when it leaves the kit waiting
+    past every bound (the probes' bound grows with ``idle_timeout``). A probe section that
+    stops early leaves its rules "not run" (:attr:`RuleResult.not_run`): such a report is
+    INCOMPLETE, not ``ok``.
     """
     started = time.monotonic()
     graph = extract("session")
