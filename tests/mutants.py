@@ -334,12 +334,15 @@ class IdleClosesNormally(Mutator):
         return 1000 if sender == "server" and code == 4003 else None
 
 
-class NoRateLimit(Mutator):
-    """P14: requests over the rate are carried out (``rate_limited`` never comes)."""
+class LimitsAsBadRequest(Mutator):
+    """P14: requests over the rate are answered ``bad_request`` (P2), not ``rate_limited``.
+
+    (A backend that never limits is not broken as far as the kit can tell: P14 lets each backend
+    choose its rate, and the kit reports P14 "not run" when no burst it sends is limited.)"""
 
     def server(self, conn: dict[str, Any], data: dict[str, Any]) -> list[dict[str, Any]] | None:
         if data.get("code") == "rate_limited":
-            return [{"type": "closed", "id": data["id"]}]
+            return [{**data, "code": "bad_request", "rule": "P2"}]
         return None
 
 
@@ -497,7 +500,7 @@ MUTANTS: dict[str, tuple[str, type[Mutator]]] = {
     "silent_switch": ("P12", SilentSwitch),
     "switch_closes_normally": ("P12", SwitchClosesNormally),
     "idle_closes_normally": ("P13", IdleClosesNormally),
-    "no_rate_limit": ("P14", NoRateLimit),
+    "limits_as_bad_request": ("P14", LimitsAsBadRequest),
     "framing_closes_with_policy": ("P15", FramingClosesWithPolicy),
     "leaks_token": ("P16", LeaksToken),
     "accepts_blank_name": ("R2", AcceptsBlankName),

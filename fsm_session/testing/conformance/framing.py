@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import Any
 
 from fsm_session.testing.conformance.kit import Kit, info, new_id
+from fsm_session.testing.conformance.pacing import is_rate_limited, paced
 from fsm_session.testing.conformance.wire import RawClient
 from fsm_session.testing.wsframes import OP_TEXT
 
@@ -33,12 +35,15 @@ async def _answers(
     )
 
 
+async def _update(client: RawClient, rid: int) -> None:
+    await client.send_text(
+        json.dumps({"type": "update", "id": rid, "name": "A", "avatar_url": None})
+    )
+
+
 async def _still_serves(kit: Kit, client: RawClient, rule: str) -> None:
     # An update without a session: answered with its id by every backend that still serves.
-    rid = client.next_id = client.next_id + 1000
-    update = {"type": "update", "id": rid, "name": "A", "avatar_url": None}
-    await client.send_text(json.dumps(update))
-    reply = await client.reply(rid)
+    _, reply = await paced(client, partial(_update, client), client.next_id + 1000)
     kit.expect(
         rule,
         "the connection goes on serving after the refusals",
@@ -107,8 +112,7 @@ async def check_frames(kit: Kit) -> None:
         await _answers(
             kit, client, "P3", "then id 4", '{"type":"close","id":4}', "bad_request_id", 4
         )
-        await client.send_text('{"type":"update","id":9,"name":"A","avatar_url":null}')
-        reply = await client.reply(9)
+        _, reply = await paced(client, partial(_update, client), 9)
         kit.expect(
             "P3",
             "then id 9 (not consecutive): carried out (session_not_open)",
@@ -155,6 +159,10 @@ async def _ordered(kit: Kit) -> None:
         got = [reply.get("id") for reply in replies]
         types = [reply.get("type") for reply in replies]
         what = "open, open, update, update, close sent at once"
+        if any(is_rate_limited(reply) for reply in replies):
+            # P14 lets a backend limit even a burst of five; the checks below need all five.
+            kit.inconclusive.append(f"P4: {what}: the backend answered rate_limited")
+            return
         kit.expect("P4", f"{what}: one reply each, ids in order", got == ids, got, client)
         extra = await client.receive(0.1)
         kit.expect("P4", "nothing after the last reply", extra is None, extra, client)

@@ -3,9 +3,11 @@ R16), tried on raw connections: what a client that skips its own guards would se
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fsm_session.testing.conformance.kit import Kit, info, new_id
+from fsm_session.testing.conformance.pacing import paced
 from fsm_session.testing.conformance.wire import RawClient
 from fsm_session.testing.credentials import foreign_token
 
@@ -33,8 +35,10 @@ def _info(reply: dict[str, Any] | None) -> dict[str, Any]:
 async def _ask(
     client: RawClient, kind: str, **members: object
 ) -> tuple[int, dict[str, Any] | None]:
-    rid = await client.request(kind, **members)
-    return rid, await client.reply(rid)
+    async def send(rid: int) -> None:
+        await client.send_text(json.dumps({"type": kind, "id": rid, **members}))
+
+    return await paced(client, send)
 
 
 async def _refusal(
