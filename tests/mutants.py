@@ -305,6 +305,38 @@ class TokenAcceptedWithoutClaims(Mutator):
         return None
 
 
+class RefreshKeepsOldExpiry(Mutator):
+    """P10: ``token_accepted`` carries the new ``exp``, but the connection keeps the old token
+    (and its expiry for P11)."""
+
+    def head(self, sender: Direction, connection: int, head: bytes) -> bytes:
+        match = re.search(rb"(?im)^authorization: bearer (\S+)\r$", head)
+        if sender == "client" and match is not None:
+            self.state.setdefault(connection, {})["token"] = match.group(1).decode()
+        return head
+
+    def client(self, conn: dict[str, Any], data: dict[str, Any]) -> list[dict[str, Any]] | None:
+        if data.get("type") == "token" and self.verifies(data["token"]):
+            claims = jwt.decode(data["token"], options={"verify_signature": False})
+            conn["exp"] = claims.get("exp")
+            return [{**data, "token": conn["token"]}]
+        return None
+
+    def server(self, conn: dict[str, Any], data: dict[str, Any]) -> list[dict[str, Any]] | None:
+        if data.get("type") == "token_accepted" and "exp" in conn:
+            return [{**data, "expires_at": conn["exp"]}]
+        return None
+
+
+class TokenAcceptedWithBool(Mutator):
+    """P10: ``token_accepted`` says ``expires_at: true`` instead of the token's ``exp``."""
+
+    def server(self, conn: dict[str, Any], data: dict[str, Any]) -> list[dict[str, Any]] | None:
+        if data.get("type") == "token_accepted":
+            return [{**data, "expires_at": True}]
+        return None
+
+
 # ------------------------------------------------------------------------------ P11 to P16
 class SilentExpiry(Mutator):
     """P11: the session ends on expiry without ``ended`` ``token_expired``."""
@@ -496,6 +528,8 @@ MUTANTS: dict[str, tuple[str, type[Mutator]]] = {
     "leaves_close_unanswered": ("P8", LeavesCloseUnanswered),
     "refuses_resume": ("P9", RefusesResume),
     "token_accepted_without_claims": ("P10", TokenAcceptedWithoutClaims),
+    "refresh_keeps_old_expiry": ("P10", RefreshKeepsOldExpiry),
+    "token_accepted_with_bool": ("P10", TokenAcceptedWithBool),
     "silent_expiry": ("P11", SilentExpiry),
     "silent_switch": ("P12", SilentSwitch),
     "switch_closes_normally": ("P12", SwitchClosesNormally),

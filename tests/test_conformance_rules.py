@@ -74,3 +74,26 @@ def test_p14_rate_limited_under_another_code_is_broken() -> None:
     with mutant_backend("limits_as_bad_request", secret) as url:
         report = _probe(url, secret)
     assert "P14" in report.broken, format_report(report)
+
+
+@pytest.mark.parametrize(
+    ("mutant", "expiry"), [("refresh_keeps_old_expiry", True), ("token_accepted_with_bool", False)]
+)
+def test_p10_the_new_tokens_exp_is_checked(mutant: str, expiry: bool) -> None:
+    """P10: token_accepted must carry the new token's exp (a number, not true), and the new exp
+    must be the one P11 ends the connection by."""
+    secret = secrets.token_urlsafe(32)
+    with mutant_backend(mutant, secret) as url:
+        report = _probe(url, secret, expiry=expiry)
+    assert "P10" in report.broken, format_report(report)
+
+
+def test_p10_p11_the_reference_server_passes_the_refresh_before_expiry() -> None:
+    """P10 and P11 with the expiry probes: the refreshed connection outlives its first token."""
+    secret = secrets.token_urlsafe(32)
+    with _server(secret, ServerConfig()) as url:
+        report = _probe(url, secret, expiry=True)
+    text = format_report(report)
+    assert report.ok, text
+    assert any("outlives the short one" in what for what in report.rules["P10"].tried), text
+    assert report.rules["P11"].tried, text
