@@ -122,6 +122,34 @@ class AcceptsForeignSecret(Mutator):
         return self.retoken(head, lambda t: None if self.verifies(t) else self.resign(t))
 
 
+class AcceptsOtherSchemes(Mutator):
+    """P1: ``Authorization: Token <jwt>`` is taken as ``Bearer``."""
+
+    def head(self, sender: Direction, connection: int, head: bytes) -> bytes:
+        if sender != "client":
+            return head
+        return re.sub(rb"(?im)^authorization: token ", b"Authorization: Bearer ", head)
+
+
+class IgnoresTimeClaimTypes(Mutator):
+    """P1: an ``iat`` or ``nbf`` that is not a number is dropped instead of refused."""
+
+    def head(self, sender: Direction, connection: int, head: bytes) -> bytes:
+        if sender != "client":
+            return head
+
+        def strip(token: str) -> str | None:
+            if not self.verifies(token):
+                return None
+            claims = jwt.decode(token, options={"verify_signature": False})
+            bad = [k for k in ("iat", "nbf") if k in claims and type(claims[k]) not in (int, float)]
+            if not bad:
+                return None
+            return signed_token(self.secret, {k: v for k, v in claims.items() if k not in bad})
+
+        return self.retoken(head, strip)
+
+
 class AcceptsExpired(Mutator):
     """P1: an expired token is accepted."""
 
@@ -511,6 +539,8 @@ class SwitchGivesNewId(Mutator):
 MUTANTS: dict[str, tuple[str, type[Mutator]]] = {
     "accepts_foreign_secret": ("P1", AcceptsForeignSecret),
     "accepts_expired_token": ("P1", AcceptsExpired),
+    "accepts_other_schemes": ("P1", AcceptsOtherSchemes),
+    "ignores_time_claim_types": ("P1", IgnoresTimeClaimTypes),
     "selects_no_subprotocol": ("P1", SelectsNoSubprotocol),
     "ignores_binary": ("P2", IgnoresBinary),
     "takes_oversize": ("P2", TakesOversize),

@@ -97,3 +97,25 @@ def test_p10_p11_the_reference_server_passes_the_refresh_before_expiry() -> None
     assert report.ok, text
     assert any("outlives the short one" in what for what in report.rules["P10"].tried), text
     assert report.rules["P11"].tried, text
+
+
+def test_p1_the_reference_server_refuses_every_listed_token() -> None:
+    """P1: the cases the spec lists (another algorithm, exp 1e400, nbf ahead, time claims of
+    the wrong type, two Authorization headers, another scheme) are tried and refused."""
+    secret = secrets.token_urlsafe(32)
+    with _server(secret, ServerConfig()) as url:
+        report = _probe(url, secret)
+    text = format_report(report)
+    assert report.ok, text
+    tried = " ".join(report.rules["P1"].tried)
+    for case in ("HS512", "1e400", "nbf is still ahead", "iat is true", "nbf is an object",
+                 "exp is an array", "two Authorization headers", "another scheme"):  # fmt: skip
+        assert case in tried, (case, text)
+
+
+@pytest.mark.parametrize("mutant", ["accepts_other_schemes", "ignores_time_claim_types"])
+def test_p1_a_backend_taking_a_listed_token_is_broken(mutant: str) -> None:
+    secret = secrets.token_urlsafe(32)
+    with mutant_backend(mutant, secret) as url:
+        report = _probe(url, secret)
+    assert "P1" in report.broken, format_report(report)
