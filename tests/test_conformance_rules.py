@@ -119,3 +119,24 @@ def test_p1_a_backend_taking_a_listed_token_is_broken(mutant: str) -> None:
     with mutant_backend(mutant, secret) as url:
         report = _probe(url, secret)
     assert "P1" in report.broken, format_report(report)
+
+
+def test_p15_every_framing_error_of_the_table_is_tried() -> None:
+    """P15: RSV1, an unknown opcode, a stray continuation, a text frame inside a fragmented
+    message, a fragmented or oversized ping and bad close frames each close 1002."""
+    secret = secrets.token_urlsafe(32)
+    with _server(secret, ServerConfig()) as url:
+        report = _probe(url, secret)
+    text = format_report(report)
+    assert report.ok, text
+    tried = " ".join(report.rules["P15"].tried)
+    for case in ("RSV1", "unknown opcode", "continuation frame with no message", "text frame while",
+                 "fragmented ping", "ping of 126 bytes", "one byte", "code 1005"):  # fmt: skip
+        assert case in tried, (case, text)
+
+
+def test_p15_a_backend_closing_framing_errors_with_1008_is_broken() -> None:
+    secret = secrets.token_urlsafe(32)
+    with mutant_backend("framing_closes_with_policy", secret) as url:
+        report = _probe(url, secret)
+    assert "P15" in report.broken, format_report(report)
