@@ -122,6 +122,34 @@ class AcceptsForeignSecret(Mutator):
         return self.retoken(head, lambda t: None if self.verifies(t) else self.resign(t))
 
 
+class AcceptsOtherSchemes(Mutator):
+    """P1: ``Authorization: Token <jwt>`` is taken as ``Bearer``."""
+
+    def head(self, sender: Direction, connection: int, head: bytes) -> bytes:
+        if sender != "client":
+            return head
+        return re.sub(rb"(?im)^authorization: token ", b"Authorization: Bearer ", head)
+
+
+class IgnoresTimeClaimTypes(Mutator):
+    """P1: an ``iat`` or ``nbf`` that is not a number is dropped instead of refused."""
+
+    def head(self, sender: Direction, connection: int, head: bytes) -> bytes:
+        if sender != "client":
+            return head
+
+        def strip(token: str) -> str | None:
+            if not self.verifies(token):
+                return None
+            claims = jwt.decode(token, options={"verify_signature": False})
+            bad = [k for k in ("iat", "nbf") if k in claims and type(claims[k]) not in (int, float)]
+            if not bad:
+                return None
+            return signed_token(self.secret, {k: v for k, v in claims.items() if k not in bad})
+
+        return self.retoken(head, strip)
+
+
 class AcceptsExpired(Mutator):
     """P1: an expired token is accepted."""
 
@@ -305,6 +333,38 @@ class TokenAcceptedWithoutClaims(Mutator):
         return None
 
 
+class RefreshKeepsOldExpiry(Mutator):
+    """P10: ``token_accepted`` carries the new ``exp``, but the connection keeps the old token
+    (and its expiry for P11)."""
+
+    def head(self, sender: Direction, connection: int, head: bytes) -> bytes:
+        match = re.search(rb"(?im)^authorization: bearer (\S+)\r$", head)
+        if sender == "client" and match is not None:
+            self.state.setdefault(connection, {})["token"] = match.group(1).decode()
+        return head
+
+    def client(self, conn: dict[str, Any], data: dict[str, Any]) -> list[dict[str, Any]] | None:
+        if data.get("type") == "token" and self.verifies(data["token"]):
+            claims = jwt.decode(data["token"], options={"verify_signature": False})
+            conn["exp"] = claims.get("exp")
+            return [{**data, "token": conn["token"]}]
+        return None
+
+    def server(self, conn: dict[str, Any], data: dict[str, Any]) -> list[dict[str, Any]] | None:
+        if data.get("type") == "token_accepted" and "exp" in conn:
+            return [{**data, "expires_at": conn["exp"]}]
+        return None
+
+
+class TokenAcceptedWithBool(Mutator):
+    """P10: ``token_accepted`` says ``expires_at: true`` instead of the token's ``exp``."""
+
+    def server(self, conn: dict[str, Any], data: dict[str, Any]) -> list[dict[str, Any]] | None:
+        if data.get("type") == "token_accepted":
+            return [{**data, "expires_at": True}]
+        return None
+
+
 # ------------------------------------------------------------------------------ P11 to P16
 class SilentExpiry(Mutator):
     """P11: the session ends on expiry without ``ended`` ``token_expired``."""
@@ -334,12 +394,15 @@ class IdleClosesNormally(Mutator):
         return 1000 if sender == "server" and code == 4003 else None
 
 
-class NoRateLimit(Mutator):
-    """P14: requests over the rate are carried out (``rate_limited`` never comes)."""
+class LimitsAsBadRequest(Mutator):
+    """P14: requests over the rate are answered ``bad_request`` (P2), not ``rate_limited``.
+
+    (A backend that never limits is not broken as far as the kit can tell: P14 lets each backend
+    choose its rate, and the kit reports P14 "not run" when no burst it sends is limited.)"""
 
     def server(self, conn: dict[str, Any], data: dict[str, Any]) -> list[dict[str, Any]] | None:
         if data.get("code") == "rate_limited":
-            return [{"type": "closed", "id": data["id"]}]
+            return [{**data, "code": "bad_request", "rule": "P2"}]
         return None
 
 
@@ -476,6 +539,8 @@ class SwitchGivesNewId(Mutator):
 MUTANTS: dict[str, tuple[str, type[Mutator]]] = {
     "accepts_foreign_secret": ("P1", AcceptsForeignSecret),
     "accepts_expired_token": ("P1", AcceptsExpired),
+    "accepts_other_schemes": ("P1", AcceptsOtherSchemes),
+    "ignores_time_claim_types": ("P1", IgnoresTimeClaimTypes),
     "selects_no_subprotocol": ("P1", SelectsNoSubprotocol),
     "ignores_binary": ("P2", IgnoresBinary),
     "takes_oversize": ("P2", TakesOversize),
@@ -493,11 +558,13 @@ MUTANTS: dict[str, tuple[str, type[Mutator]]] = {
     "leaves_close_unanswered": ("P8", LeavesCloseUnanswered),
     "refuses_resume": ("P9", RefusesResume),
     "token_accepted_without_claims": ("P10", TokenAcceptedWithoutClaims),
+    "refresh_keeps_old_expiry": ("P10", RefreshKeepsOldExpiry),
+    "token_accepted_with_bool": ("P10", TokenAcceptedWithBool),
     "silent_expiry": ("P11", SilentExpiry),
     "silent_switch": ("P12", SilentSwitch),
     "switch_closes_normally": ("P12", SwitchClosesNormally),
     "idle_closes_normally": ("P13", IdleClosesNormally),
-    "no_rate_limit": ("P14", NoRateLimit),
+    "limits_as_bad_request": ("P14", LimitsAsBadRequest),
     "framing_closes_with_policy": ("P15", FramingClosesWithPolicy),
     "leaks_token": ("P16", LeaksToken),
     "accepts_blank_name": ("R2", AcceptsBlankName),

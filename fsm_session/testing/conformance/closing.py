@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import trio
+
 from fsm_session.testing.conformance.kit import Kit, info, new_id
 
 __all__ = ["EXPIRY_TTL", "check_expiry", "check_switch"]
@@ -48,6 +50,41 @@ async def check_switch(kit: Kit) -> None:
 
 
 async def check_expiry(kit: Kit) -> None:
+    """P11 and P10's refresh, side by side: both wait for a short token's expiry."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_refreshed, kit)
+        await _expires(kit)
+
+
+async def _refreshed(kit: Kit) -> None:
+    """P10: a token replaced before it expires no longer ends the connection (its ``exp`` is the
+    new token's)."""
+    external_id = new_id("refresh")
+    async with kit.raw(token=kit.token(external_id, ttl=EXPIRY_TTL)) as client:
+        await client.reply(await client.request("open", info=info("Refreshed")))
+        rid = await client.request("token", token=kit.token(external_id))
+        accepted = await client.reply(rid)
+        if (accepted or {}).get("type") != "token_accepted":
+            kit.inconclusive.append(f"P10: the refresh before expiry was answered {accepted}")
+            return
+        # Pings meanwhile, so that a short idle timeout (P13: pings count) does not close it.
+        deadline = trio.current_time() + kit.target.seconds(EXPIRY_TTL + 2.0)
+        code = None
+        while code is None and not client.hung_up and trio.current_time() < deadline:
+            code = await client.until_closed(0.5)
+            if code is None:
+                await client.ping(0.5)
+        kit.expect(
+            "P10",
+            "a short token replaced by a long one: the connection outlives the short one",
+            code is None and not client.hung_up,
+            f"messages {client.received[-2:]}, close code {code}",
+            client,
+        )
+        await client.reply(await client.request("close"))
+
+
+async def _expires(kit: Kit) -> None:
     """P11: a connection whose token expires, holding a session, is ended and closed 4002."""
     external_id = new_id("expiry")
     token = kit.token(external_id, ttl=EXPIRY_TTL)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import time
 
@@ -23,10 +25,31 @@ def _unsigned(claims: dict[str, object]) -> str:
     return f"{header}.{payload}."
 
 
-async def _ask(kit: Kit, token: str | None, *, subprotocol: bool = True) -> Handshake:
+def _signed_text(secret: str, payload: str, *, bits: int = 256) -> str:
+    """An HS256 (or HS384, HS512) JWT whose payload is ``payload`` as written (``1e400`` stays
+    ``1e400``), signed by hand: a JWT library warns about the secret's length for HS512."""
+    header = base64.urlsafe_b64encode(f'{{"alg":"HS{bits}","typ":"JWT"}}'.encode()).rstrip(b"=")
+    body = base64.urlsafe_b64encode(payload.encode()).rstrip(b"=")
+    digest = getattr(hashlib, f"sha{bits}")
+    mac = hmac.new(secret.encode(), header + b"." + body, digest).digest()
+    return (
+        f"{header.decode()}.{body.decode()}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
+    )
+
+
+async def _ask(
+    kit: Kit,
+    token: str | None,
+    *,
+    subprotocol: bool = True,
+    extra: tuple[tuple[str, str], ...] = (),
+) -> Handshake:
     with trio.fail_after(kit.target.seconds(5.0)):
         answer, stream = await handshake(
-            kit.target, token=token, subprotocols=(SUBPROTOCOL,) if subprotocol else ()
+            kit.target,
+            token=token,
+            subprotocols=(SUBPROTOCOL,) if subprotocol else (),
+            extra=extra,
         )
     await trio.aclose_forcefully(stream)
     body = answer.body.decode("utf-8", "replace")
@@ -60,6 +83,17 @@ async def check_connecting(kit: Kit) -> None:
         _refusal(answer) == (400, "bad_request"),
         _refusal(answer),
     )
+    for what, token, extra in (
+        ("two Authorization headers", good, (("Authorization", f"Bearer {good}"),)),
+        ("another scheme (Token)", None, (("Authorization", f"Token {good}"),)),
+    ):
+        answer = await _ask(kit, token, extra=extra)
+        kit.expect(
+            "P1",
+            f"{what}: 401 invalid_token",
+            _refusal(answer) == (401, "invalid_token"),
+            _refusal(answer),
+        )
     now = int(time.time())
     cases: list[tuple[str, str | None, tuple[int, str]]] = [
         ("no Authorization header", None, (401, "invalid_token")),
@@ -92,6 +126,33 @@ async def check_connecting(kit: Kit) -> None:
                 signed_token(secret, {"exp": now + 3600, "external_id": ""}),
                 (401, "invalid_token"),
             ),
+            (
+                "a token signed with HS512",
+                _signed_text(secret, json.dumps({"exp": now + 3600}), bits=512),
+                (401, "invalid_token"),
+            ),
+            (
+                "a token whose exp is 1e400 (not finite)",
+                _signed_text(secret, '{"exp":1e400}'),
+                (401, "invalid_token"),
+            ),
+            (
+                "a token whose nbf is still ahead",
+                signed_token(secret, {"exp": now + 3600, "nbf": now + 1800}),
+                (401, "invalid_token"),
+            ),
+        ]
+        for claim in ("exp", "iat", "nbf"):
+            for name, value in (("true", True), ("an array", [now]), ("an object", {"t": now})):
+                claims: dict[str, object] = {"exp": now + 3600, claim: value}
+                cases.append(
+                    (
+                        f"a token whose {claim} is {name}",
+                        signed_token(secret, claims),
+                        (401, "invalid_token"),
+                    )
+                )
+        cases += [
             (
                 "an expired token",
                 signed_token(secret, {"iat": now - 7200, "exp": now - 3600}),

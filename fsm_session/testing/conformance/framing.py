@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from fsm_session.testing.conformance.kit import Kit, info, new_id
+from fsm_session.testing.conformance.pacing import is_rate_limited, paced
 from fsm_session.testing.conformance.wire import RawClient
-from fsm_session.testing.wsframes import OP_TEXT
+from fsm_session.testing.wsframes import OP_CLOSE, OP_PING, OP_TEXT, build_frame
 
 __all__ = ["check_frames"]
 
@@ -33,12 +37,15 @@ async def _answers(
     )
 
 
+async def _update(client: RawClient, rid: int) -> None:
+    await client.send_text(
+        json.dumps({"type": "update", "id": rid, "name": "A", "avatar_url": None})
+    )
+
+
 async def _still_serves(kit: Kit, client: RawClient, rule: str) -> None:
     # An update without a session: answered with its id by every backend that still serves.
-    rid = client.next_id = client.next_id + 1000
-    update = {"type": "update", "id": rid, "name": "A", "avatar_url": None}
-    await client.send_text(json.dumps(update))
-    reply = await client.reply(rid)
+    _, reply = await paced(client, partial(_update, client), client.next_id + 1000)
     kit.expect(
         rule,
         "the connection goes on serving after the refusals",
@@ -107,8 +114,7 @@ async def check_frames(kit: Kit) -> None:
         await _answers(
             kit, client, "P3", "then id 4", '{"type":"close","id":4}', "bad_request_id", 4
         )
-        await client.send_text('{"type":"update","id":9,"name":"A","avatar_url":null}')
-        reply = await client.reply(9)
+        _, reply = await paced(client, partial(_update, client), 9)
         kit.expect(
             "P3",
             "then id 9 (not consecutive): carried out (session_not_open)",
@@ -155,6 +161,10 @@ async def _ordered(kit: Kit) -> None:
         got = [reply.get("id") for reply in replies]
         types = [reply.get("type") for reply in replies]
         what = "open, open, update, update, close sent at once"
+        if any(is_rate_limited(reply) for reply in replies):
+            # P14 lets a backend limit even a burst of five; the checks below need all five.
+            kit.inconclusive.append(f"P4: {what}: the backend answered rate_limited")
+            return
         kit.expect("P4", f"{what}: one reply each, ids in order", got == ids, got, client)
         extra = await client.receive(0.1)
         kit.expect("P4", "nothing after the last reply", extra is None, extra, client)
@@ -200,26 +210,84 @@ def _name(reply: dict[str, Any]) -> object:
     return inner.get("name") if isinstance(inner, dict) else None
 
 
+async def _rsv1(client: RawClient) -> None:
+    frame = bytearray(build_frame("{}", mask_key=os.urandom(4)))
+    frame[0] |= 0x40
+    await client.send_raw(bytes(frame))
+
+
+async def _oversize(client: RawClient) -> None:
+    half = _LIMIT // 2 + 1
+    await client.send_frame("x" * half, fin=False)
+    await client.send_frame("x" * half, opcode=0, fin=True)
+
+
+async def _text_inside_fragments(client: RawClient) -> None:
+    await client.send_frame('{"type":', fin=False)
+    await client.send_frame("{}")
+
+
+_CLOSES: list[tuple[str, str, int, Callable[[RawClient], Awaitable[None]]]] = [
+    ("P2", "a binary message: close 1003", 1003, lambda c: c.send_binary(b"\x00\x01")),
+    ("P2", f"a message of {_LIMIT + 1} bytes in two fragments: close 1009", 1009, _oversize),
+    ("P15", "an unmasked frame: close 1002", 1002, lambda c: c.send_raw(bytes([0x81, 2]) + b"{}")),
+    (
+        "P15",
+        "a text message that is not UTF-8: close 1007",
+        1007,
+        lambda c: c.send_frame(b'{"type":"close","id":1,"x":"\xff"}', opcode=OP_TEXT),
+    ),
+    ("P15", "a frame with RSV1 set: close 1002", 1002, _rsv1),
+    (
+        "P15",
+        "a frame of unknown opcode 0x3: close 1002",
+        1002,
+        lambda c: c.send_frame(b"{}", opcode=3),
+    ),
+    (
+        "P15",
+        "a continuation frame with no message under way: close 1002",
+        1002,
+        lambda c: c.send_frame(b"{}", opcode=0),
+    ),
+    (
+        "P15",
+        "a text frame while a fragmented message is under way: close 1002",
+        1002,
+        _text_inside_fragments,
+    ),
+    (
+        "P15",
+        "a fragmented ping: close 1002",
+        1002,
+        lambda c: c.send_frame(b"kit", opcode=OP_PING, fin=False),
+    ),
+    (
+        "P15",
+        "a ping of 126 bytes: close 1002",
+        1002,
+        lambda c: c.send_frame(b"k" * 126, opcode=OP_PING),
+    ),
+    (
+        "P15",
+        "a close frame of one byte: close 1002",
+        1002,
+        lambda c: c.send_frame(b"\x03", opcode=OP_CLOSE),
+    ),
+    (
+        "P15",
+        "a close frame with code 1005: close 1002",
+        1002,
+        lambda c: c.send_frame((1005).to_bytes(2, "big"), opcode=OP_CLOSE),
+    ),
+]
+"""P2's close codes (binary: 1003; over the limit: 1009) and P15's (framing: 1002, 1007)."""
+
+
 async def _closes(kit: Kit) -> None:
-    """P2's close codes (binary: 1003; over the limit: 1009) and P15's (framing: 1002)."""
-    cases: list[tuple[str, str, int]] = [
-        ("P2", "a binary message: close 1003", 1003),
-        ("P2", f"a message of {_LIMIT + 1} bytes in two fragments: close 1009", 1009),
-        ("P15", "an unmasked frame: close 1002", 1002),
-        ("P15", "a text message that is not UTF-8: close 1007", 1007),
-    ]
-    for rule, what, code in cases:
+    for rule, what, code, send in _CLOSES:
         async with kit.raw(new_id("close")) as client:
-            if code == 1003:
-                await client.send_binary(b"\x00\x01")
-            elif code == 1009:
-                half = _LIMIT // 2 + 1
-                await client.send_frame("x" * half, fin=False)
-                await client.send_frame("x" * half, opcode=0, fin=True)
-            elif code == 1002:
-                await client.send_raw(bytes([0x81, 2]) + b"{}")
-            else:
-                await client.send_frame(b'{"type":"close","id":1,"x":"\xff"}', opcode=OP_TEXT)
+            await send(client)
             seen = await client.until_closed()
             kit.expect(rule, what, seen == code, f"close code {seen}", client)
             kit.expect(

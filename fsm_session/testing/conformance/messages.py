@@ -3,9 +3,12 @@ R16), tried on raw connections: what a client that skips its own guards would se
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
 from fsm_session.testing.conformance.kit import Kit, info, new_id
+from fsm_session.testing.conformance.pacing import paced
 from fsm_session.testing.conformance.wire import RawClient
 from fsm_session.testing.credentials import foreign_token
 
@@ -33,8 +36,10 @@ def _info(reply: dict[str, Any] | None) -> dict[str, Any]:
 async def _ask(
     client: RawClient, kind: str, **members: object
 ) -> tuple[int, dict[str, Any] | None]:
-    rid = await client.request(kind, **members)
-    return rid, await client.reply(rid)
+    async def send(rid: int) -> None:
+        await client.send_text(json.dumps({"type": kind, "id": rid, **members}))
+
+    return await paced(client, send)
 
 
 async def _refusal(
@@ -169,16 +174,38 @@ async def check_messages(kit: Kit) -> None:
     await _resume(kit, alice, mallory, first)
 
 
+def _token_exp(token: str) -> object:
+    """The ``exp`` claim of a token the kit minted (its payload read, not verified)."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return None
+    return claims.get("exp") if isinstance(claims, dict) else None
+
+
+def _same_number(seen: object, want: object) -> bool:
+    """``seen`` is the number ``want`` (a JSON number: ``true`` is not one)."""
+    numbers = (int, float)
+    return (
+        isinstance(seen, numbers)
+        and not isinstance(seen, bool)
+        and isinstance(want, numbers)
+        and not isinstance(want, bool)
+        and seen == want
+    )
+
+
 async def _tokens(kit: Kit, client: RawClient, alice: str, mallory: str) -> None:
     """P10 and R16 on a connection holding ``alice``'s session."""
     token = kit.token(alice)
     rid, reply = await _ask(client, "token", token=token)
     kit.expect(
         "P10",
-        "token with a valid token: token_accepted with its external_id",
+        "token with a valid token: token_accepted with its external_id and its exp",
         _is(reply, "token_accepted", rid)
         and (reply or {}).get("external_id") == alice
-        and isinstance((reply or {}).get("expires_at"), int | float),
+        and _same_number((reply or {}).get("expires_at"), _token_exp(token)),
         reply,
         client,
     )
