@@ -15,6 +15,7 @@ from fsm_session.cli import main
 from fsm_session.demo import run_demo
 from fsm_session.models import ParticipantInfo
 from fsm_session.service import open_session_service
+from tests.processes import first_line
 
 CLI = [sys.executable, "-m", "fsm_session.cli"]
 
@@ -46,12 +47,7 @@ async def test_serve_prints_its_url_first_and_serves() -> None:
         [*CLI, "serve", "--port", "0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
     )
     try:
-        assert process.stdout is not None
-        line = b""
-        with trio.fail_after(20):
-            while not line.endswith(b"\n"):
-                line += await process.stdout.receive_some(1)
-        url = line.decode().strip()
+        url = await first_line(process)
         assert url.startswith("ws://127.0.0.1:") and url.endswith("/")
         token = tokens.mint(secret, external_id="ext-ada", ttl=60, now=time.time())
         with trio.fail_after(10):

@@ -18,6 +18,7 @@ import pytest
 import trio
 
 from fsm_session.protocol import CloseCode
+from tests.processes import first_line
 from tests.test_server import SECRET, TIMEOUT, connect, info, token
 
 CLI = [sys.executable, "-m", "fsm_session.cli"]
@@ -47,14 +48,7 @@ async def running() -> AsyncIterator[Server]:
         stderr=subprocess.PIPE,
     )
     try:
-        assert process.stdout is not None
-        line = b""
-        with trio.fail_after(20):
-            while not line.endswith(b"\n"):
-                chunk = await process.stdout.receive_some(1)
-                assert chunk, "the server exited before printing its URL"
-                line += chunk
-        yield Server(process, line.decode().strip())
+        yield Server(process, await first_line(process))
     finally:
         if process.returncode is None:
             process.kill()

@@ -20,6 +20,7 @@ from fsm_session.server.observe import ObservedStore
 from fsm_session.server.redis_store import RedisStore
 from fsm_session.server.store import StoreUnavailable, check_store_url, open_store
 from tests.forwarder import Forwarder
+from tests.processes import first_line
 from tests.redis_server import RedisServer
 from tests.test_server import SECRET, TIMEOUT, Client, connect, info, token
 
@@ -398,12 +399,7 @@ async def test_the_cli_serves_on_the_store_of_the_environment(
             stdout=subprocess.PIPE,
         )
         try:
-            assert process.stdout is not None
-            line = b""
-            with trio.fail_after(20):
-                while not line.endswith(b"\n"):
-                    line += await process.stdout.receive_some(1)
-            async with connect(line.decode().strip(), token("dave")) as client:
+            async with connect(await first_line(process), token("dave")) as client:
                 ids.append((await client.opened(info("Dave")))["id"])
         finally:
             process.kill()

@@ -32,6 +32,7 @@ from fsm_session.protocol import SUBPROTOCOL
 from fsm_session.server import ServerConfig, serve
 from fsm_session.testing.credentials import token_minter
 from tests.frames import validate_server_frame
+from tests.processes import first_line
 
 SECRET = "tls-test-secret-of-at-least-32-bytes-for-hs256"
 TIMEOUT = 10.0  # Bounds every wait that could hang; a passing test takes far less.
@@ -192,14 +193,7 @@ async def served_url(args: list[str]) -> AsyncIterator[str]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        assert process.stdout is not None
-        line = b""
-        with trio.fail_after(20):
-            while not line.endswith(b"\n"):
-                chunk = await process.stdout.receive_some(1)
-                assert chunk, "serve ended before printing its URL"
-                line += chunk
-        yield line.decode().strip()
+        yield await first_line(process)
     finally:
         process.terminate()
         with trio.fail_after(10):
